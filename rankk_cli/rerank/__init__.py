@@ -1,0 +1,1 @@
+"""LLM reranking: windows, the lockstep scheduler, methods (prompt + parse) and engines (generation)."""

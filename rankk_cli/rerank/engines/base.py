@@ -1,0 +1,129 @@
+"""The engine contract. An engine knows how to generate (or embed); it knows nothing of methods.
+
+``generate`` takes a whole batch of requests and is ONE engine call: the scheduler puts every query's ready
+request into one list. Engines are registered by name in ``rankk_cli.rerank.engines.ENGINES``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling parameters shared by every request of a run (part of the call-cache key)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 4096
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to start the engine (not part of the cache key: they do not change what a model answers)."""
+
+    tensor_parallel: int = 1
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    base_urls: tuple[str, ...] = ()
+    api_key: str | None = None
+    concurrency: int = 32
+    timeout_s: float = 600.0
+    max_retries: int = 4
+    dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation request: chat ``messages`` (list of {role, content}) or a raw ``prompt``.
+
+    ``max_tokens``/``temperature`` override the run's Sampling for this request (e.g. a small budget when a
+    cut-off reasoning reply is forced to answer). ``logprobs`` asks for that many top log-probabilities per
+    generated position. ``allowed`` restricts generation to these strings' first tokens (a forced one-token
+    answer, e.g. (" true", " false")). ``continue_final`` continues the last assistant message instead of
+    starting a new one (used to force an answer after cut-off thinking).
+    """
+
+    messages: tuple[tuple[str, str], ...] | None = None  # ((role, content), ...)
+    prompt: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    logprobs: int | None = None
+    stop: tuple[str, ...] = ()
+    allowed: tuple[str, ...] = ()
+    continue_final: bool = False
+
+    def to_json(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if v not in (None, (), False)}
+        if self.messages is not None:
+            d["messages"] = [{"role": r, "content": c} for r, c in self.messages]
+        return d
+
+    def key(self, engine: str, model: str, sampling: Sampling) -> str:
+        """The call-cache key: hash of (engine, model, sampling, request)."""
+        blob = json.dumps({"engine": engine, "model": model, "sampling": asdict(sampling),
+                           "request": self.to_json()}, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Completion:
+    """What came back for one request."""
+
+    text: str
+    finish_reason: str  # "stop" | "length" | "error"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    # per generated position: {token_string: logprob} of the top-k alternatives (when logprobs was asked)
+    logprobs: list[dict[str, float]] | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    cached: bool = False
+
+    @property
+    def cut_off(self) -> bool:
+        return self.finish_reason == "length"
+
+
+@dataclass
+class EngineStats:
+    calls: int = 0
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """Base class. Subclasses set ``name`` and implement ``generate`` (and ``embed`` for pooling models)."""
+
+    name: str = "base"
+
+    def __init__(self, model: str, sampling: Sampling, options: EngineOptions):
+        self.model = model
+        self.sampling = sampling
+        self.options = options
+        self.stats = EngineStats()
+
+    @abstractmethod
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        """Generate for all requests in ONE batched call; same order as given."""
+
+    def embed(self, texts: list[str], max_tokens: int | None = None) -> "list[list[float]]":
+        raise NotImplementedError(f"engine {self.name!r} cannot embed")
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` under the model's tokenizer."""
+        raise NotImplementedError
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """``decode(encode(text)[:max_tokens])`` with the model's tokenizer (as Rank-K does)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,81 @@
+"""The method contract. A method knows prompts and parsing; it knows nothing of engines.
+
+A method reranks ONE query's candidate list as a generator (a coroutine): it yields a list of ``Call`` s it
+needs answered, receives the list of ``Completion`` s back (same order), and finally returns a ``QueryResult``.
+The scheduler runs every query's generator in lockstep, so each round's calls from ALL queries go to the engine
+as one batched call. This one shape serves sliding windows (one call per step), pointwise methods (all pairs in
+one step), setwise heaps and pairwise sorts alike.
+
+Methods are registered by name in ``rankk_cli.rerank.methods.METHODS``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Generator
+
+from rankk_cli.rerank.engines.base import Completion, Request
+
+# window / call outcomes, recorded per window and counted in the end-of-run summary
+OK, REPAIRED, FORCED, FAILED = "ok", "repaired", "forced", "failed"
+OUTCOMES = (OK, REPAIRED, FORCED, FAILED)
+
+
+@dataclass
+class Candidate:
+    docid: str
+    text: str
+    score: float  # first-stage score
+    rank: int  # first-stage rank (1-based)
+
+
+@dataclass
+class Call:
+    """A request plus what the method wants recorded about it (window start/end, pass, ...)."""
+
+    request: Request
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class QueryResult:
+    """The final ranking of one query and one record per window/step (rows of the rerank Parquet file).
+
+    ``order``: docids, best first (every candidate exactly once). ``scores``: optional per-docid scores
+    (pointwise methods, ties of listwise methods); when absent the scheduler writes positional scores.
+    Each record holds at least: pass, start, end, outcome, raw, reasoning, parsed (list of ints), repairs,
+    and the scheduler adds qid, engine_call, prompt_hash, tokens and seconds.
+    """
+
+    order: list[str]
+    scores: dict[str, float] | None = None
+    records: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class RerankConfig:
+    depth: int = 100
+    window: int = 20
+    stride: int = 10
+    passes: int = 1
+    truncate: int | None = None  # passage tokens
+    force_max_tokens: int = 256  # budget for the forced answer after a cut-off reply
+
+
+class Method(ABC):
+    """Base class: set ``name``, ``kind`` and implement ``rerank``."""
+
+    name: str = "base"
+    kind: str = "listwise"  # listwise | pointwise | embedding | setwise | pairwise | oracle
+    # defaults a method may impose on sampling (e.g. rank1: temperature 0, logprobs)
+    default_temperature: float | None = None
+    default_max_tokens: int | None = None
+
+    def __init__(self, config: RerankConfig):
+        self.config = config
+
+    @abstractmethod
+    def rerank(self, qid: str, query: str, candidates: list[Candidate]
+               ) -> Generator[list[Call], list[Completion], QueryResult]:
+        """Yield lists of calls, receive their completions, return the QueryResult."""

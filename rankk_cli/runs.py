@@ -1,0 +1,422 @@
+"""The Run table and its file formats.
+
+A run is one pandas DataFrame with columns ``qid`` (str), ``docid`` (str), ``rank`` (int64, 1-based),
+``score`` (float64), plus any optional columns (``text``, ``tag``, ...). Within a query the rows are in ranking
+order: score descending, ties broken by the rank column, then by position in the file. Queries keep the order in
+which they first appear.
+
+Formats, chosen by suffix:
+- TREC run text (``qid Q0 docid rank score tag``; any whitespace; optionally ``.gz``);
+- Parquet (``.parquet``), which also carries ``Run.meta`` (a JSON dict) in the schema metadata.
+
+Reading validates and raises ``RankkError("FILE:LINE: ...")``; the fast path is pyarrow's CSV reader, and any
+problem it meets is re-diagnosed by a line-by-line parser so the message can name the exact line.
+
+Writing is atomic (temp file + rename) and makes scores strictly decreasing within each query, so that
+trec_eval's sort by score can never reorder a ranking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from rankk_cli.errors import RankkError, file_error, show
+
+RUN_COLUMNS = ["qid", "docid", "rank", "score"]
+META_KEY = b"rankk"
+
+
+@dataclass
+class Run:
+    """A ranking per query: ``df`` holds (qid, docid, rank, score, ...) in ranking order."""
+
+    df: pd.DataFrame
+    name: str = "run"
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def qids(self) -> list[str]:
+        return list(dict.fromkeys(self.df["qid"].tolist()))
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def by_query(self) -> Iterator[tuple[str, pd.DataFrame]]:
+        for qid, group in self.df.groupby("qid", sort=False):
+            yield str(qid), group
+
+    def top(self, depth: int) -> "Run":
+        """The first ``depth`` rows of each query."""
+        df = self.df[self.df["rank"] <= depth].reset_index(drop=True)
+        return Run(df, self.name, dict(self.meta))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it over ``path``, on failure remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reading text files (shared by runs, qrels and topics)
+
+
+def read_text_file(path: str | Path, what: str = "file") -> str:
+    """Read a (possibly gzipped) UTF-8 text file; strip a BOM; normalise CRLF. Errors name file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise file_error(path, None, f"no such {what}")
+    if path.is_dir():
+        raise file_error(path, None, f"expected a {what}, found a directory")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise file_error(path, None, f"cannot read {what}: {exc.strerror or exc}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise file_error(path, None, f"corrupt gzip data: {exc}") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise file_error(path, line, f"expected a text {what}, found binary data (NUL byte)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise file_error(path, line, f"expected UTF-8 text, found undecodable byte 0x{raw[exc.start]:02x}") from None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            line = text[: text.index("\r")].count("\n") + 1
+            raise file_error(path, line, "expected a line ending, found a bare carriage return")
+    if not text.strip():
+        raise file_error(path, None, f"empty {what}: expected at least one line")
+    return text
+
+
+def parse_float(text: str) -> float | None:
+    """A finite float, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def parse_int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# TREC run files
+
+
+_TREC_TYPES = None
+
+
+def _trec_fast(text: str) -> pd.DataFrame | None:
+    """pyarrow fast path for a well-formed file; None when anything looks off (the slow path then diagnoses)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    first = text[: text.find("\n")] if "\n" in text else text
+    if "\t" in first and " " not in first.strip():
+        delimiter = "\t"
+    elif "\t" not in first and "  " not in first.strip() and not first.startswith(" "):
+        delimiter = " "
+    else:
+        return None
+    names = ["qid", "q0", "docid", "rank", "score", "tag"]
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(text.encode("utf-8")),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 26),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False, escape_char=False,
+                                             double_quote=False, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"qid": pa.string(), "q0": pa.string(), "docid": pa.string(), "rank": pa.int64(),
+                              "score": pa.float64(), "tag": pa.string()},
+                strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if table.num_rows == 0:
+        return None
+    for name in ("qid", "docid", "q0", "tag", "rank", "score"):
+        if table.column(name).null_count:
+            return None
+    df = table.select(["qid", "docid", "rank", "score", "tag"]).to_pandas()
+    if (df["qid"] == "").any() or (df["docid"] == "").any() or (df["tag"] == "").any():
+        return None
+    if not np.isfinite(df["score"].to_numpy()).all():
+        return None
+    return df
+
+
+def _trec_slow(text: str, path: Path) -> pd.DataFrame:
+    """Line-by-line parser: accepts any whitespace, names the exact line of any problem."""
+    qids, docids, ranks, scores, tags = [], [], [], [], []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise file_error(path, lineno, f"expected 6 columns 'qid Q0 docid rank score tag', found {len(parts)}: "
+                             f"{show(line)}")
+        qid, _q0, docid, rank_s, score_s, tag = parts
+        rank = parse_int(rank_s)
+        if rank is None:
+            raise file_error(path, lineno, f"expected an integer rank in column 4, found {show(rank_s)}")
+        score = parse_float(score_s)
+        if score is None:
+            raise file_error(path, lineno, f"expected a finite number as score in column 5, found {show(score_s)}")
+        qids.append(qid)
+        docids.append(docid)
+        ranks.append(rank)
+        scores.append(score)
+        tags.append(tag)
+    if not qids:
+        raise file_error(path, None, "empty run file: expected lines 'qid Q0 docid rank score tag'")
+    return pd.DataFrame({"qid": qids, "docid": docids, "rank": np.array(ranks, dtype=np.int64),
+                         "score": np.array(scores, dtype=np.float64), "tag": tags})
+
+
+def _line_numbers(text: str) -> np.ndarray:
+    """1-based line number of each non-blank line (only used to report errors)."""
+    return np.array([i for i, line in enumerate(text.split("\n"), start=1) if line.strip()], dtype=np.int64)
+
+
+def _check_duplicates(df: pd.DataFrame, path: Path, text: str | None, key=("qid", "docid"), what="document") -> None:
+    dup = df.duplicated(list(key), keep=False)
+    if not dup.any():
+        return
+    rows = np.flatnonzero(dup.to_numpy())
+    first_key = tuple(df.iloc[rows[0]][k] for k in key)
+    same = [r for r in rows if tuple(df.iloc[r][k] for k in key) == first_key]
+    if text is not None:
+        lines = _line_numbers(text)
+        first, second = int(lines[same[0]]), int(lines[same[1]])
+    else:
+        first, second = same[0] + 1, same[1] + 1
+    label = " ".join(f"{k} {show(str(v))}" for k, v in zip(key, first_key))
+    raise file_error(path, second, f"expected each ({', '.join(key)}) once, found a duplicate {what}: {label} "
+                     f"(first at line {first})")
+
+
+def order_run(df: pd.DataFrame) -> pd.DataFrame:
+    """Ranking order: queries by first appearance; within a query score desc, then rank asc, then file order."""
+    qcode = pd.factorize(df["qid"], sort=False)[0]
+    idx = np.lexsort((np.arange(len(df)), df["rank"].to_numpy(), -df["score"].to_numpy(), qcode))
+    out = df.iloc[idx].reset_index(drop=True)
+    return out
+
+
+def rerank_positions(df: pd.DataFrame) -> pd.DataFrame:
+    """Set the rank column to 1..n within each query, following the current row order."""
+    df = df.copy()
+    df["rank"] = df.groupby("qid", sort=False).cumcount().to_numpy(dtype=np.int64) + 1
+    return df
+
+
+def read_trec_run(path: str | Path, name: str | None = None) -> Run:
+    path = Path(path)
+    text = read_text_file(path, "run file")
+    df = _trec_fast(text)
+    if df is None:
+        df = _trec_slow(text, path)
+    _check_duplicates(df, path, text)
+    df = rerank_positions(order_run(df))
+    return Run(df, name or run_name(path))
+
+
+def read_parquet_run(path: str | Path, name: str | None = None) -> Run:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise file_error(path, None, "no such run file")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise file_error(path, None, f"expected a Parquet run file, cannot read it: {exc}") from None
+    missing = [c for c in RUN_COLUMNS if c not in table.column_names]
+    if missing:
+        raise file_error(path, None, f"expected columns {RUN_COLUMNS}, missing {missing}")
+    meta = {}
+    if table.schema.metadata and META_KEY in table.schema.metadata:
+        meta = json.loads(table.schema.metadata[META_KEY])
+    df = table.to_pandas()
+    df["qid"] = df["qid"].astype(str)
+    df["docid"] = df["docid"].astype(str)
+    df["score"] = df["score"].astype(np.float64)
+    df["rank"] = df["rank"].astype(np.int64)
+    if len(df) == 0:
+        raise file_error(path, None, "empty run file: expected at least one row")
+    bad = ~np.isfinite(df["score"].to_numpy())
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise file_error(path, row + 1, f"expected a finite score, found {df['score'].iloc[row]!r} (row {row + 1})")
+    _check_duplicates(df, path, None)
+    df = rerank_positions(order_run(df))
+    return Run(df, name or run_name(path), meta)
+
+
+def run_name(path: str | Path) -> str:
+    """A display name for a run file: the file name without .gz/.trec/.txt/.run/.parquet."""
+    name = Path(path).name
+    for suffix in (".gz", ".trec", ".txt", ".run", ".tsv", ".parquet"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+def read_run(path: str | Path, name: str | None = None) -> Run:
+    """Read a TREC run (plain or .gz) or a Parquet run, validated, in ranking order."""
+    if str(path).endswith(".parquet"):
+        return read_parquet_run(path, name)
+    return read_trec_run(path, name)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# writing
+
+
+def strictly_decreasing(df: pd.DataFrame) -> np.ndarray:
+    """Scores for ``df`` (already in ranking order) made strictly decreasing within each query.
+
+    Scores that already decrease are kept bit for bit; a tie or an inversion is resolved by stepping the
+    later score just below its predecessor (``nextafter``), so the written order is the ranking order.
+    """
+    scores = df["score"].to_numpy(dtype=np.float64).copy()
+    if len(scores) < 2:
+        return scores
+    qcode = pd.factorize(df["qid"], sort=False)[0]
+    same_q = qcode[1:] == qcode[:-1]
+    bad = same_q & (scores[1:] >= scores[:-1])
+    if not bad.any():
+        return scores
+    for i in np.flatnonzero(bad) + 1:
+        # positions are visited in increasing order, so fixes cascade down the query
+        if qcode[i] == qcode[i - 1] and scores[i] >= scores[i - 1]:
+            scores[i] = np.nextafter(scores[i - 1], -np.inf)
+    # a fix can create a new violation further down; sweep until clean (rare, bounded by the group length)
+    while True:
+        bad = (qcode[1:] == qcode[:-1]) & (scores[1:] >= scores[:-1])
+        if not bad.any():
+            return scores
+        for i in np.flatnonzero(bad) + 1:
+            if scores[i] >= scores[i - 1]:
+                scores[i] = np.nextafter(scores[i - 1], -np.inf)
+
+
+def _prepared(run: Run) -> pd.DataFrame:
+    df = run.df
+    df = rerank_positions(df)
+    df["score"] = strictly_decreasing(df)
+    return df
+
+
+def write_trec_run(run: Run, path: str | Path, tag: str | None = None) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    df = _prepared(run)
+    tag = tag or run.meta.get("tag") or run.name
+    tag = "_".join(str(tag).split()) or "rankk"
+    table = pa.table({
+        "qid": pa.array(df["qid"].astype(str), pa.string()),
+        "q0": pa.array(np.full(len(df), "Q0", dtype=object), pa.string()),
+        "docid": pa.array(df["docid"].astype(str), pa.string()),
+        "rank": pa.array(df["rank"].to_numpy(), pa.int64()),
+        "score": pa.array(df["score"].to_numpy(), pa.float64()),
+        "tag": pa.array(np.full(len(df), tag, dtype=object), pa.string()),
+    })
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, write_options=pacsv.WriteOptions(include_header=False, delimiter=" ",
+                                                                 quoting_style="none"))
+    data = buf.getvalue()
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    atomic_write_bytes(path, data)
+
+
+def run_to_table(run: Run, df: pd.DataFrame | None = None):
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(run.df if df is None else df, preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[META_KEY] = json.dumps({"name": run.name, **run.meta}, sort_keys=True).encode()
+    return table.replace_schema_metadata(metadata)
+
+
+def write_parquet_run(run: Run, path: str | Path) -> None:
+    import pyarrow.parquet as pq
+
+    table = run_to_table(run, _prepared(run))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def write_run(run: Run, path: str | Path, tag: str | None = None) -> None:
+    """Write TREC (plain/.gz) or Parquet by suffix; atomic; strictly decreasing scores."""
+    if str(path).endswith(".parquet"):
+        write_parquet_run(run, path)
+    else:
+        write_trec_run(run, path, tag)
+
+
+def run_from_rankings(rankings: dict[str, list[tuple[str, float]]], name: str = "run", **meta) -> Run:
+    """Build a Run from ``{qid: [(docid, score), ...]}`` given in ranking order."""
+    qids, docids, scores = [], [], []
+    for qid, items in rankings.items():
+        for docid, score in items:
+            qids.append(str(qid))
+            docids.append(str(docid))
+            scores.append(float(score))
+    df = pd.DataFrame({"qid": qids, "docid": docids, "score": np.array(scores, dtype=np.float64)})
+    df["rank"] = df.groupby("qid", sort=False).cumcount().to_numpy(dtype=np.int64) + 1
+    return Run(df[["qid", "docid", "rank", "score"]], name, dict(meta))

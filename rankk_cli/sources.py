@@ -1,0 +1,105 @@
+"""Where topics, qrels and documents come from.
+
+A *spec* is what the user typed: a path to a local file, or an ir_datasets id. Local files win when they exist.
+
+- topics: TSV ``qid<TAB>text`` (plain or .gz), or an ir_datasets id (its queries);
+- qrels: TREC qrels ``qid iter docid grade``, or an ir_datasets id (its qrels);
+- documents: see ``open_docs`` (JSONL corpus, Lucene index with stored raw docs, candidates file with text,
+  ir_datasets docs store).
+
+All parsing errors are ``RankkError("FILE:LINE: ...")``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rankk_cli.errors import RankkError, file_error, show
+from rankk_cli.runs import parse_int, read_text_file
+
+
+# ----------------------------------------------------------------------------------------------------------
+# topics
+
+
+def read_topics_file(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    text = read_text_file(path, "topics file")
+    topics: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise file_error(path, lineno, f"expected 'qid<TAB>query text', found no tab: {show(line)}")
+        qid, query = line.split("\t", 1)
+        qid, query = qid.strip(), query.strip()
+        if not qid:
+            raise file_error(path, lineno, "expected a query id before the tab, found nothing")
+        if not query:
+            raise file_error(path, lineno, f"expected query text after the tab for qid {show(qid)}, found nothing")
+        if qid in topics:
+            raise file_error(path, lineno, f"expected each qid once, found qid {show(qid)} again "
+                             f"(first at line {first_line[qid]})")
+        topics[qid] = query
+        first_line[qid] = lineno
+    return topics
+
+
+def load_topics(spec: str | Path) -> dict[str, str]:
+    """``{qid: query text}`` from a TSV file or an ir_datasets id."""
+    spec = str(spec)
+    if Path(spec).exists():
+        return read_topics_file(spec)
+    from rankk_cli import irds
+
+    if irds.is_dataset_id(spec):
+        return irds.load_queries(spec)
+    raise RankkError(f"{spec}: no such topics file, and not a known ir_datasets id")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# qrels
+
+
+def read_qrels_file(path: str | Path) -> pd.DataFrame:
+    """TREC qrels as a DataFrame (qid: str, docid: str, relevance: int64)."""
+    path = Path(path)
+    text = read_text_file(path, "qrels file")
+    qids, docids, rels = [], [], []
+    seen: dict[tuple[str, str], int] = {}
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 4:
+            raise file_error(path, lineno, f"expected 4 columns 'qid iter docid relevance', found {len(parts)}: "
+                             f"{show(line)}")
+        qid, _it, docid, rel_s = parts
+        rel = parse_int(rel_s)
+        if rel is None:
+            raise file_error(path, lineno, f"expected an integer relevance in column 4, found {show(rel_s)}")
+        key = (qid, docid)
+        if key in seen:
+            raise file_error(path, lineno, f"expected each (qid, docid) once, found qid {show(qid)} docid "
+                             f"{show(docid)} again (first at line {seen[key]})")
+        seen[key] = lineno
+        qids.append(qid)
+        docids.append(docid)
+        rels.append(rel)
+    return pd.DataFrame({"qid": qids, "docid": docids, "relevance": np.array(rels, dtype=np.int64)})
+
+
+def load_qrels(spec: str | Path) -> pd.DataFrame:
+    """Qrels (qid, docid, relevance) from a TREC qrels file or an ir_datasets id."""
+    spec = str(spec)
+    if Path(spec).exists():
+        return read_qrels_file(spec)
+    from rankk_cli import irds
+
+    if irds.is_dataset_id(spec):
+        return irds.load_qrels(spec)
+    raise RankkError(f"{spec}: no such qrels file, and not a known ir_datasets id")

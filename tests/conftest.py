@@ -1,0 +1,53 @@
+"""Shared fixtures.
+
+- ``data``: the shared test collections ($RANKK_DATA, default ../shared/data); tests that need them skip with a
+  clear reason when they are absent.
+- every test runs with its own RANKK_CACHE and IR_DATASETS_HOME (autouse), HF offline, so nothing touches ~.
+- ``rankk``: run the real CLI in a subprocess (real exit codes, real stderr).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rankk_cli.paths import data_root
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    root = data_root()
+    if not (root / "adi").exists():
+        pytest.skip(f"shared test data not found at {root} (set RANKK_DATA)")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANKK_CACHE", str(tmp_path / "rankk-cache"))
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path / "ir_datasets"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+    monkeypatch.delenv("RANKK_NO_CACHE", raising=False)
+    yield
+
+
+@pytest.fixture
+def rankk():
+    """Run ``python -m rankk_cli ARGS`` in a subprocess; returns CompletedProcess (text)."""
+
+    def _run(*args, input=None, timeout=900, env=None, cwd=None):
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        return subprocess.run([sys.executable, "-m", "rankk_cli", *map(str, args)], input=input,
+                              capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
+
+    return _run
