@@ -46,6 +46,11 @@ class Request:
     generated position. ``allowed`` restricts generation to these strings' first tokens (a forced one-token
     answer, e.g. (" true", " false")). ``continue_final`` continues the last assistant message instead of
     starting a new one (used to force an answer after cut-off thinking).
+
+    ``embed`` (added for embedding methods): when set, the request asks for the embedding of this text instead
+    of a generation (``messages``/``prompt`` unused); the engine returns it in ``Completion.embedding`` and
+    truncates the text to the model's context, never failing on length. Embed and generate requests may be
+    mixed in one ``generate`` call.
     """
 
     messages: tuple[tuple[str, str], ...] | None = None  # ((role, content), ...)
@@ -56,6 +61,7 @@ class Request:
     stop: tuple[str, ...] = ()
     allowed: tuple[str, ...] = ()
     continue_final: bool = False
+    embed: str | None = None
 
     def to_json(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if v not in (None, (), False)}
@@ -83,6 +89,8 @@ class Completion:
     seconds: float = 0.0
     error: str | None = None
     cached: bool = False
+    # the vector for a ``Request.embed`` request (text is then "", finish_reason "stop")
+    embedding: list[float] | None = None
 
     @property
     def cut_off(self) -> bool:
