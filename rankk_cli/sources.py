@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankk_cli.errors import RankkError, file_error, show
+from rankk_cli.errors import file_error, show
 from rankk_cli.runs import parse_int, read_text_file
 
 
@@ -56,9 +56,11 @@ def load_topics(spec: str | Path) -> dict[str, str]:
         return read_topics_file(spec)
     from rankk_cli import irds
 
+    if irds.looks_like_path(spec):
+        return read_topics_file(spec)  # names the missing file
     if irds.is_dataset_id(spec):
         return irds.load_queries(spec)
-    raise RankkError(f"{spec}: no such topics file, and not a known ir_datasets id")
+    raise irds.unknown_id_error(spec, "topics")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -100,6 +102,19 @@ def load_qrels(spec: str | Path) -> pd.DataFrame:
         return read_qrels_file(spec)
     from rankk_cli import irds
 
+    if irds.looks_like_path(spec):
+        return read_qrels_file(spec)  # names the missing file
     if irds.is_dataset_id(spec):
         return irds.load_qrels(spec)
-    raise RankkError(f"{spec}: no such qrels file, and not a known ir_datasets id")
+    raise irds.unknown_id_error(spec, "qrels")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# documents (implemented in rankk_cli.docs)
+
+
+def open_docs(spec: str | Path, no_cache: bool = False):
+    """A DocStore (``get(docids) -> {docid: text}``) for a corpus, candidates file, Lucene index or ir_datasets id."""
+    from rankk_cli.docs import open_docs as _open_docs
+
+    return _open_docs(spec, no_cache=no_cache)

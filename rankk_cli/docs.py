@@ -1,0 +1,335 @@
+"""Document stores: where passage texts come from, behind one interface.
+
+``open_docs(spec)`` returns a DocStore whose ``get(docids) -> {docid: text}`` raises one clear line naming the
+source and (a few of) the docids it does not have. A spec is:
+
+- a JSONL corpus, one ``{"id", "contents"}`` per line (pyserini JsonCollection; ``title`` + ``text`` keys are
+  accepted too and joined with a space); plain or .gz. Validated with FILE:LINE errors; the docid -> text map is
+  built once and cached as Parquet in the stage cache, keyed by the file's digest;
+- a TSV corpus ``docid<TAB>text`` (.tsv, plain or .gz);
+- a candidates file with text: JSONL ``{"qid","docid","rank","score","text"}`` or Parquet with a ``text``
+  column -- both a run and a document source (``read_candidates``);
+- a Lucene index directory built with stored raw documents (delegates to ``rankk_cli.lucene.LuceneDocs``);
+- an ir_datasets id (its docstore, ``get_many``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Protocol
+
+import numpy as np
+import pandas as pd
+
+from rankk_cli.errors import RankkError, file_error, show
+from rankk_cli.runs import Run, _check_duplicates, order_run, read_text_file, rerank_positions, run_name
+
+CORPUS_CACHE_VERSION = 1
+
+
+class DocStore(Protocol):
+    source: str
+
+    def get(self, docids: Iterable[str]) -> dict[str, str]: ...
+
+
+def check_found(found: dict, docids: list[str], source: str, limit: int = 5) -> None:
+    """Raise one line naming the source and a few missing docids, if any requested docid was not found."""
+    missing = list(dict.fromkeys(d for d in docids if d not in found))
+    if not missing:
+        return
+    shown = ", ".join(repr(d) for d in missing[:limit])
+    more = f" and {len(missing) - limit} more" if len(missing) > limit else ""
+    total = len(set(docids))
+    raise RankkError(f"{source}: {len(missing)} of {total} requested docids not found: {shown}{more}")
+
+
+class MappingDocs:
+    """Texts held in memory (corpus files, candidates files)."""
+
+    def __init__(self, texts: dict[str, str], source: str):
+        self.texts = texts
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def get(self, docids: Iterable[str]) -> dict[str, str]:
+        docids = [str(d) for d in docids]
+        texts = self.texts
+        out = {d: texts[d] for d in docids if d in texts}
+        check_found(out, docids, self.source)
+        return out
+
+
+class CheckedDocs:
+    """Wrap another store (Lucene) so that missing docids always give the same clear error."""
+
+    def __init__(self, inner, source: str):
+        self.inner = inner
+        self.source = source
+
+    def get(self, docids: Iterable[str]) -> dict[str, str]:
+        docids = [str(d) for d in docids]
+        found = self.inner.get(docids) or {}
+        out = {str(k): v for k, v in found.items() if v is not None}
+        check_found(out, docids, self.source)
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# JSONL helpers
+
+
+def _json_lines(path: Path, what: str):
+    """Yield (lineno, dict) for each non-blank line of a JSONL file, with FILE:LINE errors."""
+    text = read_text_file(path, what)
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise file_error(path, lineno, f"expected a JSON object, found invalid JSON ({exc.msg} at column "
+                             f"{exc.colno}): {show(line)}") from None
+        if not isinstance(obj, dict):
+            raise file_error(path, lineno, f"expected a JSON object, found {type(obj).__name__}: {show(line)}")
+        yield lineno, obj
+
+
+def _id_value(obj: dict, key: str, path: Path, lineno: int) -> str:
+    if key not in obj:
+        raise file_error(path, lineno, f"expected a {key!r} field, found keys {sorted(obj)[:8]}")
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise file_error(path, lineno, f"expected {key!r} to be a string, found {show(json.dumps(value))}")
+    value = str(value)
+    if not value.strip() or any(ch.isspace() for ch in value):
+        raise file_error(path, lineno, f"expected {key!r} to be a non-empty id without spaces, found {show(value)}")
+    return value
+
+
+def _text_value(obj: dict, path: Path, lineno: int, keys=("contents",)) -> str:
+    for key in keys:
+        if key in obj:
+            value = obj[key]
+            if not isinstance(value, str):
+                raise file_error(path, lineno, f"expected {key!r} to be a string, found {show(json.dumps(value))}")
+            return value
+    if "text" in obj or "title" in obj:
+        parts = []
+        for key in ("title", "text"):
+            value = obj.get(key, "")
+            if value is None:
+                value = ""
+            if not isinstance(value, str):
+                raise file_error(path, lineno, f"expected {key!r} to be a string, found {show(json.dumps(value))}")
+            if value.strip():
+                parts.append(value.strip())
+        return " ".join(parts)
+    raise file_error(path, lineno, f"expected a 'contents' field (or 'title'/'text'), found keys {sorted(obj)[:8]}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# corpora
+
+
+def parse_jsonl_corpus(path: str | Path) -> pd.DataFrame:
+    """A JSONL corpus as DataFrame(docid, text), validated (FILE:LINE errors, duplicate ids rejected)."""
+    path = Path(path)
+    ids, texts = [], []
+    first: dict[str, int] = {}
+    for lineno, obj in _json_lines(path, "corpus file"):
+        docid = _id_value(obj, "id" if "id" in obj or "docid" not in obj else "docid", path, lineno)
+        text = _text_value(obj, path, lineno)
+        if docid in first:
+            raise file_error(path, lineno, f"expected each id once, found id {show(docid)} again "
+                             f"(first at line {first[docid]})")
+        first[docid] = lineno
+        ids.append(docid)
+        texts.append(text)
+    return pd.DataFrame({"docid": ids, "text": texts})
+
+
+def parse_tsv_corpus(path: str | Path) -> pd.DataFrame:
+    """A TSV corpus ``docid<TAB>text`` as DataFrame(docid, text)."""
+    path = Path(path)
+    text = read_text_file(path, "corpus file")
+    ids, texts = [], []
+    first: dict[str, int] = {}
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise file_error(path, lineno, f"expected 'docid<TAB>text', found no tab: {show(line)}")
+        docid, body = line.split("\t", 1)
+        docid = docid.strip()
+        if not docid:
+            raise file_error(path, lineno, "expected a docid before the tab, found nothing")
+        if docid in first:
+            raise file_error(path, lineno, f"expected each docid once, found {show(docid)} again "
+                             f"(first at line {first[docid]})")
+        first[docid] = lineno
+        ids.append(docid)
+        texts.append(body.strip())
+    return pd.DataFrame({"docid": ids, "text": texts})
+
+
+def load_corpus(path: str | Path, no_cache: bool = False) -> dict[str, str]:
+    """docid -> text of a JSONL/TSV corpus file, through the stage cache (keyed by the file's digest)."""
+    from rankk_cli.cache import StageCache, enabled, file_digest, stage_key
+
+    path = Path(path)
+    if not path.exists():
+        raise file_error(path, None, "no such corpus file")
+    if path.is_dir():
+        raise file_error(path, None, "expected a corpus file, found a directory")
+    fmt = "tsv" if _base_suffix(path) == ".tsv" else "jsonl"
+    try:
+        digest = file_digest(path)
+    except OSError as exc:
+        raise file_error(path, None, f"cannot read corpus file: {exc.strerror or exc}") from None
+    key = stage_key("corpus", format=fmt, digest=digest, version=CORPUS_CACHE_VERSION)
+    cache = StageCache()
+    df = cache.get("corpus", key) if enabled(no_cache) else None
+    if df is None or list(df.columns) != ["docid", "text"]:
+        df = parse_tsv_corpus(path) if fmt == "tsv" else parse_jsonl_corpus(path)
+        cache.put("corpus", key, df)
+    return dict(zip(df["docid"].tolist(), df["text"].tolist()))
+
+
+def _base_suffix(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return Path(name).suffix
+
+
+# ----------------------------------------------------------------------------------------------------------
+# candidates (a run with text)
+
+
+def _candidates_jsonl(path: Path) -> pd.DataFrame:
+    rows = {"qid": [], "docid": [], "rank": [], "score": [], "text": []}
+    lines = []
+    for lineno, obj in _json_lines(path, "candidates file"):
+        qid = _id_value(obj, "qid", path, lineno)
+        docid = _id_value(obj, "docid", path, lineno)
+        rank = obj.get("rank")
+        if isinstance(rank, bool) or not isinstance(rank, int):
+            raise file_error(path, lineno, f"expected an integer 'rank', found {show(json.dumps(rank))}")
+        score = obj.get("score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise file_error(path, lineno, f"expected a finite number as 'score', found {show(json.dumps(score))}")
+        if "text" not in obj:
+            raise file_error(path, lineno, f"expected a 'text' field, found keys {sorted(obj)[:8]}")
+        text = _text_value(obj, path, lineno, keys=("text",))
+        rows["qid"].append(qid)
+        rows["docid"].append(docid)
+        rows["rank"].append(rank)
+        rows["score"].append(float(score))
+        rows["text"].append(text)
+        lines.append(lineno)
+    if not lines:
+        raise file_error(path, None, "empty candidates file: expected JSON lines {qid, docid, rank, score, text}")
+    df = pd.DataFrame(rows)
+    df["rank"] = df["rank"].astype(np.int64)
+    df["score"] = df["score"].astype(np.float64)
+    dup = df.duplicated(["qid", "docid"], keep=False)
+    if dup.any():
+        # report with real line numbers (blank lines counted)
+        fake = "\n".join("x" if i else "" for i in _line_mask(lines))
+        _check_duplicates(df, path, fake)
+    return df
+
+
+def _line_mask(lines: list[int]) -> list[bool]:
+    mask = [False] * lines[-1]
+    for n in lines:
+        mask[n - 1] = True
+    return mask
+
+
+def is_candidates_file(path: str | Path) -> bool:
+    """Does this JSONL/Parquet file look like a candidates file (qid, docid and text)?"""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(path).names
+        except Exception:
+            return False
+        return {"qid", "docid", "text"} <= set(names)
+    try:
+        for _lineno, obj in _json_lines(path, "file"):
+            return {"qid", "docid"} <= set(obj)
+    except RankkError:
+        return False
+    return False
+
+
+def read_candidates(path: str | Path) -> tuple[Run, dict[str, str]]:
+    """A candidates file (JSONL or Parquet with ``text``) as (Run in ranking order, {docid: text})."""
+    from rankk_cli.runs import read_parquet_run
+
+    path = Path(path)
+    if str(path).endswith(".parquet"):
+        run = read_parquet_run(path)
+        if "text" not in run.df.columns:
+            raise file_error(path, None, f"expected a 'text' column in a candidates file, found columns "
+                             f"{list(run.df.columns)}")
+        df = run.df
+    else:
+        if _base_suffix(path) not in (".jsonl", ".json"):
+            raise file_error(path, None, "expected a candidates file (.jsonl or .parquet with text), found a "
+                             f"{path.suffix or 'suffix-less'} file")
+        df = rerank_positions(order_run(_candidates_jsonl(path)))
+        run = Run(df, run_name(path.name.replace(".jsonl", "")), {"candidates": str(path)})
+    texts: dict[str, str] = {}
+    for docid, text in zip(df["docid"].tolist(), df["text"].tolist()):
+        if not isinstance(text, str):
+            raise file_error(path, None, f"expected text for every candidate, found {text!r} for docid {show(docid)}")
+        texts.setdefault(docid, text)
+    return run, texts
+
+
+# ----------------------------------------------------------------------------------------------------------
+# opening any document source
+
+
+def open_docs(spec: str | Path, no_cache: bool = False) -> DocStore:
+    """A DocStore for a corpus file, candidates file, Lucene index directory or ir_datasets id."""
+    path = Path(spec)
+    if path.exists():
+        if path.is_dir():
+            if not any(p.name.startswith("segments") for p in path.iterdir()):
+                raise file_error(path, None, "expected a Lucene index directory (with a segments_N file) or a "
+                                 "corpus file, found a directory without an index")
+            from rankk_cli.lucene import LuceneDocs  # RETRIEVE's module; imports Java only when used
+
+            return CheckedDocs(LuceneDocs(str(path)), f"Lucene index {path}")
+        suffix = _base_suffix(path)
+        if suffix == ".parquet":
+            if not is_candidates_file(path):
+                raise file_error(path, None, "expected a Parquet candidates file with qid, docid and text columns")
+            _run, texts = read_candidates(path)
+            return MappingDocs(texts, str(path))
+        if suffix in (".jsonl", ".json"):
+            if is_candidates_file(path):
+                _run, texts = read_candidates(path)
+                return MappingDocs(texts, str(path))
+            return MappingDocs(load_corpus(path, no_cache=no_cache), str(path))
+        if suffix == ".tsv":
+            return MappingDocs(load_corpus(path, no_cache=no_cache), str(path))
+        raise file_error(path, None, "expected a document source (.jsonl corpus or candidates, .tsv corpus, "
+                         f".parquet candidates, a Lucene index directory), found a {suffix or 'suffix-less'} file")
+    from rankk_cli import irds
+
+    if irds.looks_like_path(str(spec)):
+        raise file_error(path, None, "no such document source (corpus file, candidates file or index directory)")
+    if irds.is_dataset_id(str(spec)):
+        return irds.IrdsDocs(str(spec))
+    raise irds.unknown_id_error(str(spec), "document")
