@@ -25,6 +25,7 @@ import json
 import math
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -112,7 +113,7 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise file_error(path, None, f"corrupt gzip data: {exc}") from None
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
@@ -279,16 +280,34 @@ def read_parquet_run(path: str | Path, name: str | None = None) -> Run:
     path = Path(path)
     if not path.exists():
         raise file_error(path, None, "no such run file")
+    if path.is_dir():
+        raise file_error(path, None, "expected a run file, found a directory")
     try:
         table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise file_error(path, None, f"expected a Parquet run file, cannot read it: {exc}") from None
     missing = [c for c in RUN_COLUMNS if c not in table.column_names]
     if missing:
         raise file_error(path, None, f"expected columns {RUN_COLUMNS}, missing {missing}")
     meta = {}
     if table.schema.metadata and META_KEY in table.schema.metadata:
-        meta = json.loads(table.schema.metadata[META_KEY])
+        try:
+            meta = dict(json.loads(table.schema.metadata[META_KEY]))
+        except (ValueError, TypeError):
+            raise file_error(path, None, "expected rankk metadata as a JSON object, found something else") from None
+    for column in RUN_COLUMNS:
+        nulls = table.column(column).null_count
+        if nulls:
+            raise file_error(path, None, f"expected a value in every row of column {column!r}, found {nulls} null(s)")
+    types = {c: table.schema.field(c).type for c in RUN_COLUMNS}
+    if not (pa.types.is_integer(types["rank"])):
+        raise file_error(path, None, f"expected an integer 'rank' column, found type {types['rank']}")
+    if not (pa.types.is_floating(types["score"]) or pa.types.is_integer(types["score"])):
+        raise file_error(path, None, f"expected a numeric 'score' column, found type {types['score']}")
+    for column in ("qid", "docid"):
+        if not (pa.types.is_string(types[column]) or pa.types.is_large_string(types[column])
+                or pa.types.is_integer(types[column])):
+            raise file_error(path, None, f"expected a string {column!r} column, found type {types[column]}")
     df = table.to_pandas()
     df["qid"] = df["qid"].astype(str)
     df["docid"] = df["docid"].astype(str)
