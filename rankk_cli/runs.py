@@ -136,7 +136,9 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
 
 
 def parse_float(text: str) -> float | None:
-    """A finite float, or None."""
+    """A finite float, or None. (Python's float() also takes '1_000'; trec_eval and pyarrow do not, nor do we.)"""
+    if "_" in text:
+        return None
     try:
         value = float(text)
     except ValueError:
@@ -145,6 +147,8 @@ def parse_float(text: str) -> float | None:
 
 
 def parse_int(text: str) -> int | None:
+    if "_" in text:
+        return None
     try:
         return int(text)
     except ValueError:
