@@ -51,3 +51,13 @@ def rankk():
                               capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
 
     return _run
+
+
+@pytest.fixture
+def irds_seeded(data):
+    """This test's IR_DATASETS_HOME pre-seeded (tests/irds_seed.py) with msmarco-passage TREC DL 2019/2020 queries,
+    qrels and the candidates' passages, so ids like ``msmarco-passage/trec-dl-2019/judged`` load offline through
+    the real ir_datasets code. Returns the seeded ``msmarco-passage`` folder."""
+    from irds_seed import seed_env_home
+
+    return seed_env_home(data)
