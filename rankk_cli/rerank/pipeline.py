@@ -1,0 +1,337 @@
+"""The rerank stage: read a run + texts + topics, drive the lockstep scheduler, write the reranked run.
+
+``rerank_command`` is what ``rankk rerank`` calls; ``rerank`` is the library entry (it accepts an engine object
+that is already built, so tests and notebooks can load a model once and reuse it).
+
+Outputs, both written only when the whole run succeeded (temp files renamed into place at the end):
+- the reranked run (TREC/.gz/Parquet by suffix; strictly decreasing scores; candidates below ``depth`` keep
+  their first-stage order under the reranked head);
+- ``OUT.windows.parquet``: one row per window (per pair for pointwise methods) with qid, pass, start, end, the
+  engine-call indices, prompt hash (the call-cache key), raw output, reasoning, parsed order, outcome, repairs,
+  tokens, seconds and whether it came from the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rankk_cli.errors import RankkError, show
+from rankk_cli.rerank.engines.base import Engine, EngineOptions, Sampling
+from rankk_cli.rerank.methods.base import OUTCOMES, Candidate, QueryResult, RerankConfig
+from rankk_cli.runs import Run, run_from_rankings
+
+WINDOWS_SUFFIX = ".windows.parquet"
+
+
+@dataclass
+class RerankOutcome:
+    run: Run
+    results: dict[str, QueryResult]
+    records: list[dict]
+    summary: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# validation and inputs
+
+
+def validate(depth: int, window: int, stride: int, passes: int, truncate: int | None = None,
+             max_tokens: int | None = None) -> None:
+    for flag, value in (("--depth", depth), ("--window", window), ("--stride", stride), ("--passes", passes)):
+        if value < 1:
+            raise RankkError(f"{flag}: expected an integer >= 1, found {value}")
+    if stride > window:
+        raise RankkError(f"--stride: expected at most --window ({window}), found {stride}")
+    if truncate is not None and truncate < 1:
+        raise RankkError(f"--truncate: expected a number of tokens >= 1, found {truncate}")
+    if max_tokens is not None and max_tokens < 1:
+        raise RankkError(f"--max-tokens: expected an integer >= 1, found {max_tokens}")
+
+
+def load_inputs(run_path: str | Path, docs: str | None, topics: str | None, depth: int
+                ) -> tuple[Run, dict[str, str], dict[str, str]]:
+    """(run, {docid: text} for the top ``depth`` of every query, {qid: query text})."""
+    from rankk_cli import docs as docs_mod
+    from rankk_cli.runs import read_run
+    from rankk_cli.sources import load_topics
+
+    run_path = Path(run_path)
+    texts: dict[str, str] = {}
+    if str(run_path).endswith((".jsonl", ".jsonl.gz", ".json")) or (
+            str(run_path).endswith(".parquet") and run_path.exists() and docs_mod.is_candidates_file(run_path)):
+        run, texts = docs_mod.read_candidates(run_path)
+    else:
+        run = read_run(run_path)
+    if topics is None:
+        raise RankkError("--topics: expected a topics file or ir_datasets id (runs carry no query text), found none")
+    queries = load_topics(topics)
+    missing = [q for q in run.qids if q not in queries]
+    if missing:
+        raise RankkError(f"--topics: expected query text for every qid of {run_path}, found none for "
+                         f"{len(missing)} qid(s), e.g. {', '.join(show(q) for q in missing[:3])}")
+    head = run.top(depth)
+    if docs is not None:
+        texts = docs_mod.open_docs(docs).get(list(dict.fromkeys(head.df["docid"].tolist())))
+    elif not texts:
+        raise RankkError(f"--docs: expected a document source ({run_path} is a run without passage text), "
+                         "found none")
+    return run, texts, queries
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the stage
+
+
+def build_queries(run: Run, texts: dict[str, str], queries: dict[str, str], depth: int,
+                  truncate_fn=None) -> list[tuple[str, str, list[Candidate]]]:
+    cache: dict[str, str] = {}
+
+    def text_of(docid: str, qid: str) -> str:
+        if docid not in cache:
+            if docid not in texts:
+                raise RankkError(f"--docs: expected text for docid {show(docid)} (qid {show(qid)}), found none")
+            cache[docid] = truncate_fn(texts[docid]) if truncate_fn else texts[docid]
+        return cache[docid]
+
+    out = []
+    for qid, group in run.top(depth).by_query():
+        cands = [Candidate(d, text_of(d, qid), float(s), int(r))
+                 for d, s, r in zip(group["docid"], group["score"], group["rank"])]
+        out.append((qid, queries[qid], cands))
+    return out
+
+
+def assemble(run: Run, results: dict[str, QueryResult], depth: int, name: str, meta: dict | None = None) -> Run:
+    """Reranked head + first-stage tail, scores decreasing: method scores if given, else positional."""
+    rankings = {}
+    for qid, group in run.by_query():
+        docids = group["docid"].tolist()
+        res = results.get(qid)
+        head = res.order if res is not None else docids[:depth]
+        tail = docids[len(head):] if res is not None else docids[depth:]
+        if res is not None and sorted(head) != sorted(docids[:len(head)]):
+            raise RuntimeError(f"method returned a ranking for qid {qid} that is not a permutation of its input")
+        n = len(docids)
+        if res is not None and res.scores:
+            items = [(d, res.scores[d]) for d in head]
+            low = min(s for _d, s in items) if items else 0.0
+            items += [(d, low - 1.0 - j) for j, d in enumerate(tail)]
+        else:
+            items = [(d, float(n - i)) for i, d in enumerate(head + tail)]
+        rankings[qid] = items
+    return run_from_rankings(rankings, name, **(meta or {}))
+
+
+def records_table(records: list[dict]):
+    import pyarrow as pa
+
+    schema = pa.schema([
+        ("qid", pa.string()), ("pass", pa.int64()), ("start", pa.int64()), ("end", pa.int64()),
+        ("docids", pa.list_(pa.string())), ("engine_call", pa.list_(pa.int64())), ("prompt_hash", pa.string()),
+        ("raw", pa.string()), ("forced_raw", pa.string()), ("reasoning", pa.string()),
+        ("parsed", pa.list_(pa.int64())), ("ties", pa.string()), ("outcome", pa.string()), ("repairs", pa.string()),
+        ("input_tokens", pa.int64()), ("output_tokens", pa.int64()), ("seconds", pa.float64()),
+        ("cached", pa.bool_()), ("score", pa.float64()),
+    ])
+    rows = []
+    for r in records:
+        row = {k: r.get(k) for k in schema.names}
+        row["ties"] = json.dumps(r.get("ties") or [])
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name: str, engine: Engine | None,
+           config: RerankConfig, *, cache=None, progress: bool = True, dry_run=None, key_parts=None,
+           truncate_fn=None) -> RerankOutcome:
+    """Rerank ``run`` (library entry; ``engine`` may be a ready-built Engine)."""
+    from rankk_cli.rerank.methods import METHODS
+    from rankk_cli.rerank.scheduler import Scheduler
+
+    method = METHODS.get(method_name)(config)
+    items = build_queries(run, texts, queries, config.depth, truncate_fn)
+    planner = getattr(method, "planned_windows", None)
+    total = sum(planner(len(c)) for _q, _t, c in items) if planner else None
+    t0 = time.perf_counter()
+    with _progress(progress and dry_run is None, total) as on_progress:
+        sched = Scheduler(engine, cache=cache, on_progress=on_progress, dry_run=dry_run, key_parts=key_parts)
+        results = sched.run(method, items)
+    seconds = time.perf_counter() - t0
+    records = [rec for qid, _q, _c in items for rec in results[qid].records]
+    outcomes = Counter(r["outcome"] for r in records)
+    st = sched.stats
+    summary = {
+        "method": method_name, "queries": len(items), "windows": len(records),
+        "engine_calls": st.engine_calls, "requests": st.requests, "cache_hits": st.cache_hits,
+        "outcomes": {k: outcomes.get(k, 0) for k in OUTCOMES},
+        "input_tokens": sum(r.get("input_tokens", 0) for r in records),
+        "output_tokens": sum(r.get("output_tokens", 0) for r in records),
+        "generated_tokens": st.output_tokens, "engine_seconds": round(st.engine_seconds, 3),
+        "seconds": round(seconds, 3),
+    }
+    out_run = assemble(run, results, config.depth, name=f"{run.name}.{method_name}",
+                       meta={"method": method_name, "depth": config.depth, "window": config.window,
+                             "stride": config.stride, "passes": config.passes})
+    return RerankOutcome(out_run, results, records, summary)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int | None):
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    state = {"tokens": 0}
+    with Progress(TextColumn("rerank"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
+                  transient=False) as bar:
+        task = bar.add_task("rerank", total=total, rate="")
+
+        def on_progress(windows: int, tokens: int) -> None:
+            state["tokens"] += tokens
+            rate = state["tokens"] / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, advance=windows, rate=f"{rate:,.0f} tok/s")
+
+        yield on_progress
+
+
+def _render_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="rerank outcomes", title_justify="left")
+    for k in ("windows", *OUTCOMES, "engine calls", "cache hits", "tokens in", "tokens out", "seconds"):
+        table.add_column(k, justify="right")
+    o = summary["outcomes"]
+    table.add_row(str(summary["windows"]), *(str(o[k]) for k in OUTCOMES), str(summary["engine_calls"]),
+                  str(summary["cache_hits"]), f"{summary['input_tokens']:,}", f"{summary['output_tokens']:,}",
+                  f"{summary['seconds']:.1f}")
+    Console(stderr=True).print(table)
+
+
+def _tokenizer_truncate(model: str, n: int):
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model)
+    except Exception as exc:  # noqa: BLE001 - the user's --model: one line
+        raise RankkError(f"--model: expected a model directory or id with a tokenizer (for --truncate), "
+                         f"cannot load {model!r}: {' '.join(str(exc).split())[:200]}") from None
+
+    def truncate(text: str) -> str:
+        ids = tok.encode(text, add_special_tokens=False)
+        return text if len(ids) <= n else tok.decode(ids[:n])
+
+    return truncate
+
+
+def write_outputs(outcome: RerankOutcome, output: Path, windows_path: Path, tag: str) -> None:
+    """Both files or neither: written in a temp dir beside the output, then renamed into place."""
+    import pyarrow.parquet as pq
+
+    from rankk_cli.runs import write_run
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    windows_path.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=".rankk-rerank-", dir=output.parent))
+    try:
+        tmp_run = tmpdir / output.name
+        tmp_win = tmpdir / ("w-" + windows_path.name)
+        write_run(outcome.run, tmp_run, tag=tag)
+        pq.write_table(records_table(outcome.records), tmp_win)
+        os.replace(tmp_win, windows_path)
+        os.replace(tmp_run, output)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def rerank_command(*, run: Path, output: Path | None, method: str, model: str, engine: str = "vllm",
+                   depth: int = 100, window: int = 20, stride: int = 10, passes: int = 1,
+                   truncate: int | None = None, docs: str | None = None, topics: str | None = None,
+                   temperature: float | None = None, top_p: float = 1.0, max_tokens: int | None = None,
+                   seed: int | None = None, force_max_tokens: int = 256, tensor_parallel: int = 1,
+                   max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
+                   base_urls: tuple[str, ...] = (), windows_out: Path | None = None, dry_run: bool = False,
+                   fmt: str = "table", no_cache: bool = False, engine_obj: Engine | None = None,
+                   progress: bool = True) -> dict:
+    """``rankk rerank``: validate, load, rerank (or print requests in a dry run), write, summarise."""
+    from rankk_cli.rerank.methods import METHODS
+
+    validate(depth, window, stride, passes, truncate, max_tokens)
+    if force_max_tokens < 1:
+        raise RankkError(f"--force-max-tokens: expected an integer >= 1, found {force_max_tokens}")
+    if output is None and not dry_run:
+        raise RankkError("-o/--output: expected an output run path, found none")
+    method_cls = METHODS.get(method)
+    run_table, texts, queries = load_inputs(run, docs, topics, depth)
+    config = RerankConfig(depth=depth, window=window, stride=stride, passes=passes, truncate=truncate,
+                          force_max_tokens=force_max_tokens)
+    if temperature is None:
+        temperature = method_cls.default_temperature if method_cls.default_temperature is not None else 0.0
+    if max_tokens is None:
+        max_tokens = method_cls.default_max_tokens or 4096
+    sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+
+    if dry_run:
+        from rankk_cli.rerank.engines import ENGINES
+
+        ENGINES.get(engine)  # unknown engine names fail the same way with or without --dry-run
+        truncate_fn = _tokenizer_truncate(model, truncate) if truncate else None
+
+        def emit(call) -> None:
+            meta = {k: v for k, v in call.meta.items() if k in ("qid", "pass", "start", "end", "forced", "key")}
+            sys.stdout.write(json.dumps({**meta, "request": call.request.to_json()}, ensure_ascii=False) + "\n")
+
+        outcome = rerank(run_table, texts, queries, method, None, config, dry_run=emit, progress=False,
+                         key_parts=(engine, model, sampling), truncate_fn=truncate_fn)
+        sys.stdout.flush()
+        return outcome.summary
+
+    windows_path = Path(windows_out) if windows_out else Path(str(output) + WINDOWS_SUFFIX)
+    built = None
+    if engine_obj is None:
+        from rankk_cli.rerank.engines import ENGINES
+
+        options = EngineOptions(tensor_parallel=tensor_parallel, max_model_len=max_model_len,
+                                gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls))
+        engine_obj = built = ENGINES.get(engine)(model, sampling, options)
+    else:
+        engine_obj.sampling = sampling  # an injected engine generates with this run's sampling
+    from rankk_cli.rerank.cache import CallCache
+
+    cache = None if no_cache else CallCache()
+    truncate_fn = (lambda text: engine_obj.truncate(text, truncate)) if truncate else None
+    try:
+        outcome = rerank(run_table, texts, queries, method, engine_obj, config, cache=cache, progress=progress,
+                         truncate_fn=truncate_fn)
+    except KeyboardInterrupt:
+        done = len(cache) if cache is not None else 0
+        sys.stderr.write(f"rankk rerank: interrupted; no output written. {done} finished engine requests are in the "
+                         "call cache: run the same command again to resume without repeating them.\n")
+        sys.stderr.flush()
+        raise SystemExit(130) from None
+    finally:
+        if built is not None:
+            with contextlib.suppress(Exception):
+                built.close()
+    summary = {**outcome.summary, "output": str(output), "windows_file": str(windows_path),
+               "engine": engine_obj.name, "model": str(model), "sampling": asdict(sampling)}
+    write_outputs(outcome, Path(output), windows_path, tag=f"rankk-{method}")
+    if fmt == "json":
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        _render_summary(summary)
+    return summary

@@ -1,0 +1,156 @@
+"""Lockstep scheduler: every query advances together, one batched engine call per round.
+
+Each query's method is a generator (see ``methods/base.py``). A round collects the calls every live query is
+waiting on -- its next window, its forced follow-up, or all of its pointwise pairs -- answers what the call
+cache already holds, and sends the rest to the engine in ONE ``generate`` call. So Q queries at depth 100,
+window 20, stride 10 take 9 engine calls, not 9 x Q; ragged lists simply finish early.
+
+The scheduler owns the bookkeeping of each call (cache key, engine-call index, tokens, seconds, cached) and
+folds it into the method's per-window records when a query finishes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from rankk_cli.rerank.engines.base import Completion, Engine
+from rankk_cli.rerank.methods.base import Call, Candidate, Method, QueryResult
+
+DRY_RUN_ERROR = "dry run: no engine called"
+
+
+@dataclass
+class RunStats:
+    engine_calls: int = 0  # batched generate() calls
+    requests: int = 0  # requests sent to the engine
+    cache_hits: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    engine_seconds: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class Scheduler:
+    """Drive ``method`` over many queries in lockstep against ``engine`` (or print requests, in a dry run).
+
+    ``cache``: a CallCache or None. ``on_progress(windows_done, tokens_out)`` is called after every round.
+    ``dry_run``: a callable receiving each Call (with ``meta["key"]``); no engine is called and every
+    completion is an error completion (windows keep their input order).
+    """
+
+    def __init__(self, engine: Engine | None, cache=None, on_progress: Callable[[int, int], None] | None = None,
+                 dry_run: Callable[[Call], None] | None = None, key_parts: tuple | None = None):
+        if engine is None and dry_run is None:
+            raise ValueError("an engine is needed unless dry_run is given")
+        self.engine = engine
+        self.cache = cache
+        self.on_progress = on_progress
+        self.dry_run = dry_run
+        # (engine name, model, sampling) for cache keys; taken from the engine unless given (dry run)
+        self.key_parts = key_parts or (engine.name, engine.model, engine.sampling)
+        self.stats = RunStats()
+
+    def key(self, call: Call) -> str:
+        name, model, sampling = self.key_parts
+        return call.request.key(name, model, sampling)
+
+    def _answer(self, calls: list[Call]) -> list[Completion]:
+        """Answer one round's calls: cache first, then ONE engine call for the rest."""
+        out: list[Completion | None] = [None] * len(calls)
+        misses = []
+        for i, call in enumerate(calls):
+            call.meta["key"] = self.key(call)
+            if self.dry_run is not None:
+                self.dry_run(call)
+                out[i] = Completion("", "error", error=DRY_RUN_ERROR)
+                call.meta.update(engine_call=-1, cached=False)
+                continue
+            misses.append(i)
+        if misses and self.cache is not None:
+            for attempt in range(2):  # a miss may be a chunk another process wrote meanwhile: look once more
+                if attempt and not self.cache.refresh():
+                    break
+                still = []
+                for i in misses:
+                    hit = self.cache.get(calls[i].meta["key"])
+                    if hit is None:
+                        still.append(i)
+                        continue
+                    out[i] = hit
+                    calls[i].meta.update(engine_call=-1, cached=True)
+                    self.stats.cache_hits += 1
+                misses = still
+                if not misses:
+                    break
+        if misses:
+            t0 = time.perf_counter()
+            completions = self.engine.generate([calls[i].request for i in misses])
+            elapsed = time.perf_counter() - t0
+            if len(completions) != len(misses):
+                raise RuntimeError(f"engine {self.engine.name!r} returned {len(completions)} completions for "
+                                   f"{len(misses)} requests")
+            index = self.stats.engine_calls
+            self.stats.engine_calls += 1
+            self.stats.requests += len(misses)
+            self.stats.engine_seconds += elapsed
+            self.stats.batch_sizes.append(len(misses))
+            for i, c in zip(misses, completions):
+                if not c.seconds:
+                    c.seconds = elapsed / len(misses)
+                out[i] = c
+                calls[i].meta.update(engine_call=index, cached=False)
+            if self.cache is not None:  # right away: a run killed after this line repeats nothing
+                self.cache.put_many([(calls[i].meta["key"], out[i]) for i in misses],
+                                    engine=self.key_parts[0], model=self.key_parts[1])
+        for call, c in zip(calls, out):
+            call.meta.update(input_tokens=c.input_tokens, output_tokens=c.output_tokens, seconds=c.seconds)
+            if not c.cached:
+                self.stats.input_tokens += c.input_tokens
+                self.stats.output_tokens += c.output_tokens
+        return out  # type: ignore[return-value]
+
+    def run(self, method: Method, queries: list[tuple[str, str, list[Candidate]]]) -> dict[str, QueryResult]:
+        """Rerank every (qid, query, candidates); returns {qid: QueryResult} with records completed."""
+        results: dict[str, QueryResult] = {}
+        live: dict[str, tuple] = {}  # qid -> (generator, calls it waits on)
+        for qid, query, cands in queries:
+            gen = method.rerank(qid, query, cands)
+            try:
+                live[qid] = (gen, next(gen))
+            except StopIteration as stop:
+                results[qid] = self._finish(qid, stop.value)
+        while live:
+            batch: list[Call] = []
+            spans = {}
+            for qid, (_gen, calls) in live.items():
+                spans[qid] = (len(batch), len(batch) + len(calls))
+                batch.extend(calls)
+            completions = self._answer(batch)
+            done_windows = sum(1 for c in batch if c.meta.get("window"))
+            tokens = sum(c.output_tokens for c in completions if not c.cached)
+            for qid in list(live):
+                gen, _calls = live[qid]
+                a, b = spans[qid]
+                try:
+                    live[qid] = (gen, gen.send(completions[a:b]))
+                except StopIteration as stop:
+                    del live[qid]
+                    results[qid] = self._finish(qid, stop.value)
+            if self.on_progress is not None:
+                self.on_progress(done_windows, tokens)
+        return {qid: results[qid] for qid, _q, _c in queries}
+
+    @staticmethod
+    def _finish(qid: str, result: QueryResult) -> QueryResult:
+        for rec in result.records:
+            calls = rec.pop("calls", [])
+            rec["qid"] = qid
+            rec["engine_call"] = [c.meta.get("engine_call", -1) for c in calls]
+            rec["prompt_hash"] = calls[0].meta.get("key", "") if calls else ""
+            rec["input_tokens"] = sum(c.meta.get("input_tokens", 0) for c in calls)
+            rec["output_tokens"] = sum(c.meta.get("output_tokens", 0) for c in calls)
+            rec["seconds"] = sum(c.meta.get("seconds", 0.0) for c in calls)
+            rec["cached"] = bool(calls) and all(c.meta.get("cached", False) for c in calls)
+        return result
