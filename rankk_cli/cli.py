@@ -56,6 +56,53 @@ def retrieve(
 
 
 # ----------------------------------------------------------------------------------------------------------
+# rerank
+
+
+@app.command()
+def rerank(
+    run: Path = typer.Argument(..., help="Run to rerank (TREC/.gz/Parquet), or a candidates JSONL/Parquet with text."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Reranked run (.trec, .trec.gz, .parquet)."),
+    method: str = typer.Option(..., "--method", help="Reranking method (rankk, rankzephyr, rank1, ...)."),
+    model: str = typer.Option(..., "--model", help="Model directory or Hugging Face id."),
+    engine: str = typer.Option("vllm", "--engine", help="vllm | openai"),
+    topics: Optional[str] = typer.Option(None, "--topics", help="Topics: TSV file or ir_datasets id (required)."),
+    docs: Optional[str] = typer.Option(None, "--docs", help="Documents: JSONL/TSV corpus, candidates file, "
+                                       "Lucene index or ir_datasets id (not needed for a candidates RUN)."),
+    depth: int = typer.Option(100, "--depth", help="Rerank the top DEPTH candidates of each query."),
+    window: int = typer.Option(20, "--window", help="Sliding-window size."),
+    stride: int = typer.Option(10, "--stride", help="Sliding-window stride."),
+    passes: int = typer.Option(1, "--passes", help="Sliding-window passes."),
+    truncate: Optional[int] = typer.Option(None, "--truncate", help="Truncate passages to this many tokens."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Default: the method's."),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Generation budget (default: the method's)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    force_max_tokens: int = typer.Option(256, "--force-max-tokens",
+                                         help="Budget of the forced answer after a cut-off reply."),
+    tensor_parallel: int = typer.Option(1, "--tensor-parallel"),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len"),
+    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization"),
+    base_url: List[str] = typer.Option([], "--base-url", help="OpenAI-compatible server URL, repeatable."),
+    windows_out: Optional[Path] = typer.Option(None, "--windows", help="Per-window Parquet "
+                                               "(default: OUTPUT.windows.parquet)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print every rendered request as JSON lines; no engine."),
+    fmt: str = typer.Option("table", "--format", help="table | json (summary on stdout)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the engine-call cache."),
+):
+    """Rerank a run with an LLM: sliding windows, all queries batched per round, every engine call cached."""
+    from rankk_cli.rerank.pipeline import rerank_command
+
+    rerank_command(run=run, output=output, method=method, model=model, engine=engine, depth=depth, window=window,
+                   stride=stride, passes=passes, truncate=truncate, docs=docs, topics=topics,
+                   temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                   force_max_tokens=force_max_tokens, tensor_parallel=tensor_parallel, max_model_len=max_model_len,
+                   gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_url),
+                   windows_out=windows_out, dry_run=dry_run, fmt=_choice(fmt, ("table", "json"), "--format"),
+                   no_cache=no_cache)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # eval
 
 
