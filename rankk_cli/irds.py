@@ -182,7 +182,7 @@ def load_queries(spec: str) -> dict[str, str]:
     topics: dict[str, str] = {}
     with _guard(spec, "queries"):
         for query in dataset.queries_iter():
-            topics.setdefault(str(query.query_id), " ".join(_text_of(query).split()))
+            topics.setdefault(str(query.query_id), _text_of(query).strip())
     if not topics:
         raise RankkError(f"ir_datasets id {spec!r}: its queries are empty")
     return topics
