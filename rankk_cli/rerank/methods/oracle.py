@@ -1,0 +1,57 @@
+"""Oracle: rerank a first-stage run by its relevance judgements -- the ceiling any reranker can reach on it.
+
+Order: grade descending (unjudged documents count as grade 0), ties by first-stage order. No engine calls, no
+model. The output is marked: TREC tag ``oracle`` and a summary line saying it is an oracle, not a system.
+The qrels come from the ``rerank --qrels`` option (a TREC qrels file or an ir_datasets id), passed to the method
+as its ``qrels`` option (``--method-opt qrels=FILE`` works too).
+"""
+
+from __future__ import annotations
+
+from typing import Generator
+
+from rankk_cli.errors import RankkError
+from rankk_cli.rerank.engines.base import Completion
+from rankk_cli.rerank.methods.base import OK, Call, Candidate, Method, QueryResult, RerankConfig
+from rankk_cli.rerank.methods.listwise import new_record
+
+NOTE = "oracle: reranked by the qrels (an upper bound for this first-stage run, not a system)"
+
+
+class Oracle(Method):
+    name = "oracle"
+    kind = "oracle"
+    needs_engine = False
+    trec_tag = "oracle"
+    note = NOTE
+    options = {"qrels": ""}
+
+    def planned_windows(self, n: int) -> int:
+        return 0
+
+    def __init__(self, config: RerankConfig, qrels: str = "", grades: "dict[str, dict[str, int]] | None" = None):
+        super().__init__(config)
+        if grades is None:
+            if not qrels:
+                raise RankkError("method oracle needs relevance judgements: pass --qrels FILE "
+                                 "(a TREC qrels file or an ir_datasets id)")
+            from rankk_cli.sources import load_qrels
+
+            df = load_qrels(qrels)
+            grades = {}
+            for qid, docid, rel in zip(df["qid"].astype(str), df["docid"].astype(str), df["relevance"]):
+                grades.setdefault(qid, {})[docid] = int(rel)
+        self.grades = grades
+        self.qrels = qrels
+
+    def rerank(self, qid: str, query: str, candidates: list[Candidate]
+               ) -> Generator[list[Call], list[Completion], QueryResult]:
+        judged = self.grades.get(str(qid), {})
+        grade = [judged.get(c.docid, 0) for c in candidates]
+        idx = sorted(range(len(candidates)), key=lambda i: (-grade[i], i))
+        repairs = [] if judged else ["query has no judgements: first-stage order kept"]
+        record = new_record(1, 0, len(candidates), [c.docid for c in candidates])
+        record.update(outcome=OK, parsed=[i + 1 for i in idx], repairs="; ".join(repairs), note=NOTE)
+        return QueryResult(order=[candidates[i].docid for i in idx],
+                           scores={candidates[i].docid: float(grade[i]) for i in idx}, records=[record])
+        yield  # pragma: no cover - makes this a generator that asks nothing
