@@ -93,8 +93,8 @@ def _ids_in(token: str) -> list[int]:
     ids = [int(m) for m in _BRACKETED.findall(token)]
     if ids:
         return ids
-    stripped = token.strip().strip("[]().,;:*` ").strip()
-    return [int(stripped)] if stripped.isdigit() else []
+    bare = re.findall(r"\d+", token)  # an unbracketed token counts only when it holds exactly one number
+    return [int(bare[0])] if len(bare) == 1 else []
 
 
 def parse_ranking(line: str | None, n: int) -> Parsed:

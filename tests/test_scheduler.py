@@ -1,0 +1,134 @@
+"""Lockstep scheduler: engine-call counts with a fake engine, ragged lists, forcing, the call cache."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from fakes import FakeEngine
+
+from rankk_cli.rerank.cache import CallCache
+from rankk_cli.rerank.engines.base import Completion, Request, Sampling
+from rankk_cli.rerank.methods.base import Candidate, RerankConfig
+from rankk_cli.rerank.methods.rank1 import Rank1
+from rankk_cli.rerank.methods.rankk import RankK
+from rankk_cli.rerank.scheduler import Scheduler
+
+
+def queries(sizes):
+    return [(f"q{k}", f"query {k}", [Candidate(f"q{k}d{i}", f"passage {i} of {k}", 100.0 - i, i + 1)
+                                     for i in range(n)]) for k, n in enumerate(sizes)]
+
+
+def test_q_queries_at_100_20_10_take_nine_engine_calls():
+    engine = FakeEngine()
+    sched = Scheduler(engine)
+    results = sched.run(RankK(RerankConfig()), queries([100] * 7))
+    assert engine.batches == [7] * 9
+    assert sched.stats.engine_calls == 9 and sched.stats.requests == 63
+    for qid, res in results.items():
+        assert len(res.records) == 9
+        assert sorted(res.order) == sorted(f"{qid}d{i}" for i in range(100))
+        assert all(r["outcome"] == "ok" for r in res.records)
+        assert [r["engine_call"] for r in res.records] == [[i] for i in range(9)]
+        assert all(r["qid"] == qid and len(r["prompt_hash"]) == 64 for r in res.records)
+
+
+def test_ragged_lists_finish_early_and_still_batch():
+    engine = FakeEngine()
+    results = Scheduler(engine).run(RankK(RerankConfig()), queries([100, 35, 5, 1, 0]))
+    # windows per query: 9, 3, 1, 1 (single candidate: no call), 0
+    assert engine.batches == [3, 2, 2] + [1] * 6
+    assert [len(results[f"q{k}"].records) for k in range(5)] == [9, 3, 1, 1, 0]
+    assert results["q3"].order == ["q3d0"] and results["q4"].order == []
+
+
+def test_passes_multiply_rounds():
+    engine = FakeEngine()
+    Scheduler(engine).run(RankK(RerankConfig(depth=40, passes=2)), queries([40, 40]))
+    assert engine.batches == [2] * 6
+
+
+def test_forced_follow_ups_are_batched_with_other_queries_next_windows():
+    # queries q0 and q1 get cut off in their first window: both forced answers go out in round 2
+    engine = FakeEngine(cut_off=lambda req: "query 0" in req.messages[0][1] or "query 1" in req.messages[0][1])
+    sched = Scheduler(engine)
+    results = sched.run(RankK(RerankConfig(depth=30)), queries([30, 30, 30]))
+    # round 1: 3 first windows; then cut-off queries need 2 more rounds per window (force + next) ...
+    assert sched.stats.engine_calls == len(engine.batches)
+    assert max(engine.batches) == 3 and sum(engine.batches) == 3 * 2 + 2 * 2  # 6 windows + 4 forced
+    assert len(engine.batches) == 4  # r1: w1 x3, r2: forced x2 + q2's w2, r3: w2 x2, r4: forced x2
+    outcomes = {q: [r["outcome"] for r in res.records] for q, res in results.items()}
+    assert outcomes == {"q0": ["forced", "forced"], "q1": ["forced", "forced"], "q2": ["ok", "ok"]}
+    rec = results["q0"].records[0]
+    assert len(rec["engine_call"]) == 2 and rec["forced_raw"]
+
+
+def test_pointwise_sends_all_pairs_of_all_queries_in_one_call():
+    engine = FakeEngine(cut_off=lambda req: "passage 3 of" in req.prompt)
+    results = Scheduler(engine).run(Rank1(RerankConfig()), queries([10, 4, 7]))
+    assert engine.batches == [21, 3]  # all pairs, then the 3 forced one-token answers together
+    assert [r["outcome"] for r in results["q1"].records] == ["ok", "ok", "ok", "forced"]
+
+
+def test_cache_second_run_makes_no_engine_call_and_gives_same_result(tmp_path):
+    qs = queries([50, 30])
+    first = FakeEngine()
+    r1 = Scheduler(first, cache=CallCache(tmp_path / "calls")).run(RankK(RerankConfig(depth=50)), qs)
+    second = FakeEngine()
+    sched = Scheduler(second, cache=CallCache(tmp_path / "calls"))
+    r2 = sched.run(RankK(RerankConfig(depth=50)), qs)
+    assert second.batches == [] and sched.stats.cache_hits == sum(first.batches)
+    assert {q: r.order for q, r in r1.items()} == {q: r.order for q, r in r2.items()}
+    assert all(rec["cached"] and rec["engine_call"] == [-1] for rec in r2["q0"].records)
+    # a different sampling is a different key
+    other = FakeEngine(sampling=Sampling(temperature=0.5))
+    Scheduler(other, cache=CallCache(tmp_path / "calls")).run(RankK(RerankConfig(depth=50)), qs)
+    assert other.batches == first.batches
+
+
+def test_error_completions_are_not_cached(tmp_path):
+    engine = FakeEngine(fail=lambda req: True)
+    results = Scheduler(engine, cache=CallCache(tmp_path / "calls")).run(RankK(RerankConfig(depth=20)),
+                                                                          queries([20]))
+    assert results["q0"].records[0]["outcome"] == "failed"
+    assert len(CallCache(tmp_path / "calls")) == 0
+    retry = FakeEngine()
+    Scheduler(retry, cache=CallCache(tmp_path / "calls")).run(RankK(RerankConfig(depth=20)), queries([20]))
+    assert retry.batches == [1]
+
+
+def test_cache_chunks_are_atomic_and_shared_between_processes(tmp_path):
+    a, b = CallCache(tmp_path), CallCache(tmp_path)
+    logprobs = [{" true": -0.1, " false": -2.5}]
+    a.put_many([("k1", Completion("one", "stop", 3, 1, logprobs=logprobs))], engine="e", model="m")
+    assert b.get("k1") is None  # not yet seen ...
+    assert b.refresh() == 1 and b.get("k1").logprobs == logprobs and b.get("k1").cached
+    b.put_many([("k2", Completion("two", "length", 3, 9))])
+    a.refresh()
+    assert a.get("k2").finish_reason == "length"
+    (tmp_path / ".chunk-x.parquet.tmp").write_bytes(b"half-written")  # an in-flight temp file is ignored
+    (tmp_path / "chunk-broken.parquet").write_bytes(b"not parquet")  # a damaged chunk is skipped
+    c = CallCache(tmp_path)
+    assert len(c) == 2
+    chunks = sorted(p.name for p in tmp_path.glob("chunk-*.parquet"))
+    assert len(chunks) == 3 and len(set(chunks)) == 3
+    df = pd.read_parquet(tmp_path / chunks[0]) if chunks[0] != "chunk-broken.parquet" else None
+    assert df is None or set(df.columns) >= {"key", "text", "finish_reason", "logprobs", "input_tokens"}
+
+
+def test_request_key_changes_with_overrides():
+    s = Sampling()
+    base = Request(messages=(("user", "x"),))
+    assert base.key("e", "m", s) == Request(messages=(("user", "x"),)).key("e", "m", s)
+    assert base.key("e", "m", s) != Request(messages=(("user", "x"),), max_tokens=5).key("e", "m", s)
+    assert base.key("e", "m", s) != base.key("e", "m2", s)
+
+
+def test_dry_run_needs_no_engine_and_sees_every_window():
+    seen = []
+    sched = Scheduler(None, dry_run=seen.append, key_parts=("vllm", "m", Sampling()))
+    results = sched.run(RankK(RerankConfig()), queries([100, 100]))
+    assert len(seen) == 18 and sched.stats.engine_calls == 0
+    assert all(r["outcome"] == "failed" for res in results.values() for r in res.records)
+    with pytest.raises(ValueError):
+        Scheduler(None)
