@@ -159,7 +159,20 @@ def compare(
 def main() -> None:
     """Console entry: user errors become one line on stderr and exit code 2; Ctrl-C exits 130."""
     try:
-        app()
+        from typer import _click as click  # typer >= 0.2x vendors click; its exceptions live here
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        import click
+    try:
+        code = app(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `rankk`: the help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.ClickException as exc:  # usage errors (bad option value, missing argument): one line
+        sys.stderr.write(f"rankk: error: {' '.join(exc.format_message().split())}\n")
+        sys.exit(2)
+    except typer.Abort:
+        sys.stderr.write("rankk: interrupted\n")
+        sys.exit(130)
     except RankkError as exc:
         sys.stderr.write(f"rankk: error: {exc}\n")
         sys.exit(exc.exit_code)
@@ -168,6 +181,7 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
