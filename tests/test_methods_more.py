@@ -363,3 +363,23 @@ def test_oracle_orders_by_grade_then_first_stage(tmp_path):
     assert result.order == ["d1", "d2", "d3"] and "no judgements" in result.records[0]["repairs"]
     with pytest.raises(RankkError, match="--qrels"):
         METHODS.get("oracle")(RerankConfig())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# method options (--method-opt KEY=VALUE, --qrels)
+
+
+def test_method_options_are_typed_and_validated():
+    from rankk_cli.rerank.methods.base import method_options
+
+    rankr1_cls = METHODS.get("rankr1")
+    assert method_options(rankr1_cls, ["k=5", "shuffle=false", "num_child=3"]) == \
+        {"k": 5, "shuffle": False, "num_child": 3}
+    assert method_options(METHODS.get("prp"), ["variant=sorting"]) == {"variant": "sorting"}
+    assert method_options(METHODS.get("oracle"), [], qrels="q.txt") == {"qrels": "q.txt"}
+    for bad, msg in ((["kk=1"], "takes no option 'kk'"), (["k=ten"], "expected int"), (["k"], "KEY=VALUE"),
+                     (["shuffle=maybe"], "true or false")):
+        with pytest.raises(RankkError, match=msg):
+            method_options(rankr1_cls, bad)
+    with pytest.raises(RankkError, match="--qrels: method 'rankk' takes no option"):
+        method_options(METHODS.get("rankk"), [], qrels="q.txt")

@@ -15,7 +15,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Generator
 
-from rankk_cli.rerank.engines.base import Completion, Request
+from rankk_cli.errors import RankkError
+from rankk_cli.rerank.engines.base import Completion, Engine, Request
 
 # window / call outcomes, recorded per window and counted in the end-of-run summary
 OK, REPAIRED, FORCED, FAILED = "ok", "repaired", "forced", "failed"
@@ -71,6 +72,10 @@ class Method(ABC):
     # defaults a method may impose on sampling (e.g. rank1: temperature 0, logprobs)
     default_temperature: float | None = None
     default_max_tokens: int | None = None
+    # method options (``rankk rerank --method-opt KEY=VALUE``): name -> default; the default's type converts
+    options: dict = {}
+    # False for methods that never call an engine (oracle): no model is loaded
+    needs_engine: bool = True
 
     def __init__(self, config: RerankConfig):
         self.config = config
@@ -79,3 +84,48 @@ class Method(ABC):
     def rerank(self, qid: str, query: str, candidates: list[Candidate]
                ) -> Generator[list[Call], list[Completion], QueryResult]:
         """Yield lists of calls, receive their completions, return the QueryResult."""
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def method_options(cls: type, pairs=(), **given) -> dict:
+    """Typed constructor options for method ``cls`` from ``KEY=VALUE`` strings (``--method-opt``) and ``given``
+    values (e.g. ``qrels`` from ``--qrels``; None values are ignored). Unknown keys and bad values: RankkError."""
+    allowed = dict(getattr(cls, "options", {}) or {})
+    name = getattr(cls, "name", cls.__name__)
+    out: dict = {}
+    items = [(k, v, f"{k}={v}") for k, v in given.items() if v is not None]
+    for pair in pairs:
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key.strip():
+            raise RankkError(f"--method-opt: expected KEY=VALUE, found {pair!r}")
+        items.append((key.strip(), value.strip(), pair))
+    for key, value, shown in items:
+        if key not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            flag = f"--{key}" if key in given else "--method-opt"
+            raise RankkError(f"{flag}: method {name!r} takes no option {key!r} (its options: {known})")
+        default = allowed[key]
+        if not isinstance(value, str) or isinstance(default, str):
+            out[key] = value if not isinstance(default, str) else str(value)
+        elif isinstance(default, bool):
+            if value.lower() not in _TRUE + _FALSE:
+                raise RankkError(f"--method-opt {shown}: expected true or false for {key!r}")
+            out[key] = value.lower() in _TRUE
+        else:
+            try:
+                out[key] = type(default)(value)
+            except (TypeError, ValueError):
+                raise RankkError(f"--method-opt {shown}: expected {type(default).__name__} for {key!r}, "
+                                 f"found {value!r}") from None
+    return out
+
+
+class NoEngine(Engine):
+    """The engine of methods that never call one (``needs_engine = False``, e.g. oracle): a call is a bug."""
+
+    name = "none"
+
+    def generate(self, requests):
+        raise RuntimeError(f"a method declared needs_engine=False asked for {len(requests)} generation(s)")
