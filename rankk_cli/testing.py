@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rankk_cli.paths import data_root
 
-VERSION = "tiny-llama-v2"
+VERSION = "tiny-llama-v3"
 MARKER = "rankk_tiny_model.json"
 VOCAB_SIZE = 2048
 MAX_POSITIONS = 16384
@@ -116,7 +116,8 @@ def build_tiny_model(directory: str | Path, *, force: bool = False) -> Path:
 
     vocab = max(len(hf_tok), VOCAB_SIZE)  # a round embedding size; ids past the tokenizer are never produced by it
     config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1,  # head_dim 32: vLLM CPU attention needs 32+ max_position_embeddings=MAX_POSITIONS,
+                         # head_dim 32: vLLM's CPU attention supports 32 and up
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=MAX_POSITIONS,
                          bos_token_id=hf_tok.convert_tokens_to_ids("<|endoftext|>"),
                          eos_token_id=hf_tok.convert_tokens_to_ids("<|im_end|>"),
                          pad_token_id=hf_tok.convert_tokens_to_ids("<|endoftext|>"),
