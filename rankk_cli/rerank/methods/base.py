@@ -76,6 +76,18 @@ class Method(ABC):
     options: dict = {}
     # False for methods that never call an engine (oracle): no model is loaded
     needs_engine: bool = True
+    # the model loaded when ``--model`` is omitted (None: the method needs one); see ``resolve_model``
+    default_model: str | None = None
+
+    @classmethod
+    def resolve_model(cls, model: str | None) -> str:
+        """The model to load for the user's ``--model`` (None when omitted). Methods with a default or aliases
+        (embed: omitted or "minilm" -> the packaged all-MiniLM-L6-v2 directory) override this."""
+        if model:
+            return str(model)
+        if cls.default_model:
+            return cls.default_model
+        raise RankkError(f"--model: method {cls.name!r} needs a model (a directory or Hugging Face id), found none")
 
     def __init__(self, config: RerankConfig):
         self.config = config
