@@ -1,0 +1,677 @@
+"""``rankk eval``: score runs against qrels with ir-measures measures, trec_eval semantics, fast.
+
+Semantics (those of trec_eval / pytrec_eval, which ir_measures uses):
+
+- a run's documents are ordered by score descending, ties broken by docid *descending* (byte order), exactly as
+  trec_eval's ``comp_sim_docno``; the rank column is ignored. (ir_measures' ``RR@k`` and ``Judged@k`` come from
+  its msmarco/judged providers, which break ties by docid *ascending*; we reproduce what ir_measures reports.)
+- default ``-c``: the mean runs over every query in the qrels; judged queries missing from the run count as 0.
+  ``run_queries_only`` averages over the run's judged queries instead (trec_eval without ``-c``).
+- run queries without any judgement are ignored (and reported on stderr).
+- grades <= 0 are not relevant; nDCG's gain is the grade (negative grades gain 0), discount log2(rank + 1), ideal
+  ranking built from all judged documents.
+
+A vectorised numpy evaluator computes the common measures (nDCG, nDCG@k, AP, AP@k, R@k, P@k, RR, RR@k,
+Success@k, Judged@k, each with ``rel=`` where ir-measures allows it, rel >= 1); anything else goes to ir_measures'
+own providers. Tests check agreement with ir_measures per query.
+
+Per-run results are cached (``StageCache``, stage ``eval``) keyed by the run's digest, the qrels' digest or id, the
+measures and the semantics.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from rankk_cli.errors import RankkError, show
+
+CACHE_STAGE = "eval"
+CACHE_VERSION = 1
+
+# measure name -> params the fast evaluator understands (judged_only=False is also accepted)
+_FAST_PARAMS = {
+    "nDCG": {"cutoff"},
+    "AP": {"cutoff", "rel"},
+    "R": {"cutoff", "rel"},
+    "P": {"cutoff", "rel"},
+    "RR": {"cutoff", "rel"},
+    "Success": {"cutoff", "rel"},
+    "Judged": {"cutoff"},
+}
+_NEEDS_CUTOFF = {"R", "P", "Success"}
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"rankk: warning: {message}\n")
+
+
+def note(message: str) -> None:
+    sys.stderr.write(f"rankk: {message}\n")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# measures
+
+
+def parse_measures(specs: Sequence[str]) -> list:
+    """ir_measures Measure objects for the strings given (deduplicated, order kept); bad strings -> RankkError."""
+    import ir_measures
+
+    out, seen = [], set()
+    for spec in specs:
+        try:
+            measure = ir_measures.parse_measure(str(spec).strip())
+            measure.validate_params()
+        except Exception as exc:  # ir_measures raises ValueError, NameError, SyntaxError, TypeError...
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise RankkError(f"-m {show(str(spec))}: expected an ir-measures measure such as nDCG@10, AP, "
+                             f"R(rel=2)@100, RR@10, P@5; found an invalid one ({detail})") from None
+        if str(measure) not in seen:
+            seen.add(str(measure))
+            out.append(measure)
+    if not out:
+        raise RankkError("-m: expected at least one measure, found none")
+    return out
+
+
+def fast_supported(measure) -> bool:
+    """True when the vectorised evaluator computes ``measure`` exactly as ir_measures does."""
+    allowed = _FAST_PARAMS.get(measure.NAME)
+    if allowed is None:
+        return False
+    params = dict(measure.params)
+    if params.get("judged_only", False) is not False:
+        return False
+    params.pop("judged_only", None)
+    if not set(params) <= allowed:
+        return False
+    rel = params.get("rel", 1)
+    if not isinstance(rel, int) or rel < 1:
+        return False
+    cutoff = params.get("cutoff")
+    if cutoff is not None and (not isinstance(cutoff, int) or cutoff < 1):
+        return False
+    if measure.NAME in _NEEDS_CUTOFF and cutoff is None:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------
+# qrels
+
+
+@dataclass
+class Qrels:
+    """Qrels as arrays: ``qids`` (query order of the file), and per judgement its query index, docid, grade."""
+
+    df: pd.DataFrame  # qid, docid, relevance
+    label: str
+
+    def __post_init__(self):
+        codes, uniques = pd.factorize(self.df["qid"], sort=False)
+        self.qids: list[str] = [str(q) for q in uniques]
+        self.qidx = codes.astype(np.int64)
+        self.grade = self.df["relevance"].to_numpy(dtype=np.int64)
+        self._lookup = None
+
+    def lookup(self):
+        """(unique docids as an arrow array, sorted keys qidx*ndocs+didx, their grades, ndocs)."""
+        if self._lookup is None:
+            dcodes, duniq = pd.factorize(self.df["docid"], sort=False)
+            ndocs = max(len(duniq), 1)
+            keys = self.qidx * ndocs + dcodes.astype(np.int64)
+            order = np.argsort(keys, kind="stable")
+            self._lookup = (_arrow_strings(pd.Series(duniq, dtype=object)), keys[order], self.grade[order], ndocs)
+        return self._lookup
+
+
+def _read_qrels_fast(path: Path) -> pd.DataFrame | None:
+    """pyarrow fast path for a clean qrels file; None whenever anything looks off (sources then diagnoses)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if raw[:2] == b"\x1f\x8b" or raw.startswith(b"\xef\xbb\xbf") or b"\r" in raw or b"\x00" in raw:
+        return None
+    nl = raw.find(b"\n")
+    first = raw[: nl if nl >= 0 else len(raw)]
+    if b"\t" in first and b" " not in first.strip():
+        delimiter = "\t"
+    elif b"\t" not in first and b"  " not in first.strip() and not first.startswith(b" "):
+        delimiter = " "
+    else:
+        return None
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(raw),
+            read_options=pacsv.ReadOptions(column_names=["qid", "it", "docid", "relevance"], block_size=1 << 26),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False, escape_char=False,
+                                             double_quote=False, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"qid": pa.string(), "it": pa.string(), "docid": pa.string(),
+                              "relevance": pa.int64()},
+                strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if table.num_rows == 0:
+        return None
+    for name in ("qid", "it", "docid", "relevance"):
+        col = table.column(name)
+        if col.null_count:
+            return None
+        if name != "relevance" and pc.any(pc.equal(pc.utf8_length(col), 0)).as_py():
+            return None
+    df = table.select(["qid", "docid", "relevance"]).to_pandas()
+    if df.duplicated(["qid", "docid"]).any():
+        return None
+    return df
+
+
+def load_qrels(spec: str) -> Qrels:
+    """Qrels from a TREC qrels file (fast path, else ``sources.load_qrels`` which names bad lines) or an id."""
+    from rankk_cli import sources
+
+    path = Path(spec)
+    df = _read_qrels_fast(path) if path.is_file() else None
+    if df is None:
+        df = sources.load_qrels(spec)
+    if len(df) == 0:
+        raise RankkError(f"{spec}: expected at least one judgement, found none")
+    return Qrels(df.reset_index(drop=True), str(spec))
+
+
+def qrels_identity(spec: str) -> str:
+    """What identifies the qrels in cache keys: the file's digest, or the ir_datasets id."""
+    from rankk_cli.cache import file_digest
+
+    path = Path(spec)
+    if path.is_file():
+        return "sha256:" + file_digest(path)
+    return "id:" + str(spec)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the vectorised evaluator
+
+
+def _arrow_strings(series: pd.Series):
+    import pyarrow as pa
+
+    arr = pa.array(series) if not isinstance(series, (pa.Array, pa.ChunkedArray)) else series
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = pa.array(series.astype(str).tolist(), pa.string())
+    return arr
+
+
+def _blocks(qid_arrow) -> tuple[np.ndarray, np.ndarray] | None:
+    """Starts of runs of equal qids and the qid at each start, when each qid forms one contiguous block."""
+    import pyarrow.compute as pc
+
+    n = len(qid_arrow)
+    if n == 0:
+        return np.zeros(0, np.int64), qid_arrow
+    change = pc.not_equal(qid_arrow[1:], qid_arrow[:-1]).to_numpy(zero_copy_only=False)
+    starts = np.concatenate([[0], np.flatnonzero(change) + 1]).astype(np.int64)
+    heads = qid_arrow.take(starts)
+    if len(pc.unique(heads)) != len(starts):
+        return None
+    return starts, heads
+
+
+def _tie_order(block: np.ndarray, score: np.ndarray, docid_arrow, perm: np.ndarray, descending: bool) -> np.ndarray:
+    """``perm`` (rows sorted by block, score desc) with tied scores re-ordered by docid (desc or asc)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    b, s = block[perm], score[perm]
+    tie = (b[1:] == b[:-1]) & (s[1:] == s[:-1])
+    if not tie.any():
+        return perm
+    in_tie = np.zeros(len(perm), dtype=bool)
+    in_tie[1:] |= tie
+    in_tie[:-1] |= tie
+    starts = np.zeros(len(perm), dtype=bool)
+    starts[0] = True
+    starts[1:] = ~tie
+    group = np.cumsum(starts)
+    slots = np.flatnonzero(in_tie)
+    rows = perm[slots]
+    table = pa.table({"g": group[slots], "d": docid_arrow.take(pa.array(rows))})
+    order = pc.sort_indices(table, sort_keys=[("g", "ascending"), ("d", "descending" if descending else "ascending")])
+    out = perm.copy()
+    out[slots] = rows[order.to_numpy()]
+    return out
+
+
+@dataclass
+class _Ranked:
+    """One run's rows in evaluation order, as arrays."""
+
+    nblocks: int
+    block_qidx: np.ndarray  # per block: index of the query in the qrels, -1 when not judged
+    block_len: np.ndarray
+    block: np.ndarray  # per row (ordered)
+    pos: np.ndarray  # 0-based position within its query
+    grade: dict  # tie direction ("desc"/"asc") -> grades per ordered row (NaN = unjudged)
+
+
+def _rank(df: pd.DataFrame, qrels: Qrels, need_asc: bool) -> _Ranked:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(df)
+    qid_arrow = _arrow_strings(df["qid"])
+    docid_arrow = _arrow_strings(df["docid"])
+    score = df["score"].to_numpy(dtype=np.float64)
+
+    found = _blocks(qid_arrow)
+    if found is not None:
+        starts, heads = found
+        lengths = np.diff(np.append(starts, n))
+        block = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
+        head_qids = heads
+    else:
+        codes, uniques = pd.factorize(df["qid"], sort=False)
+        block = codes.astype(np.int64)
+        head_qids = _arrow_strings(pd.Series(uniques, dtype=object))
+    nblocks = len(head_qids)
+
+    # rows sorted by block, then score descending (stable); usually the input already is
+    same = block[1:] == block[:-1]
+    if (block[1:] < block[:-1]).any() or (same & (score[1:] > score[:-1])).any():
+        perm = np.lexsort((-score, block))
+    else:
+        perm = np.arange(n, dtype=np.int64)
+
+    # judged queries and grades (looked up once, in file order)
+    qrels_qids = pa.array(qrels.qids, pa.string())
+    block_qidx = pc.index_in(head_qids, value_set=qrels_qids).to_numpy(zero_copy_only=False)
+    block_qidx = np.where(np.isnan(block_qidx), -1, block_qidx).astype(np.int64)
+    doc_uniques, keys, grades, ndocs = qrels.lookup()
+    grade = np.full(n, np.nan)
+    didx = pc.index_in(docid_arrow, value_set=doc_uniques).to_numpy(zero_copy_only=False)
+    qidx_row = block_qidx[block]
+    ok = ~np.isnan(didx) & (qidx_row >= 0)
+    if ok.any():
+        rows = np.flatnonzero(ok)
+        want = qidx_row[rows] * ndocs + didx[rows].astype(np.int64)
+        at = np.searchsorted(keys, want)
+        at = np.minimum(at, len(keys) - 1)
+        hit = keys[at] == want
+        grade[rows[hit]] = grades[at[hit]]
+
+    block_len = np.bincount(block, minlength=nblocks).astype(np.int64)
+    block_start = np.concatenate([[0], np.cumsum(block_len)[:-1]]).astype(np.int64)
+    out_grades = {}
+    perm_desc = _tie_order(block, score, docid_arrow, perm, descending=True)
+    out_grades["desc"] = grade[perm_desc]
+    if need_asc:
+        out_grades["asc"] = grade[_tie_order(block, score, docid_arrow, perm, descending=False)]
+    block_sorted = block[perm]
+    pos = np.arange(n, dtype=np.int64) - block_start[block_sorted]
+    return _Ranked(nblocks, block_qidx, block_len, block_sorted, pos, out_grades)
+
+
+def _ideal_dcg(qrels: Qrels, cutoff: int | None) -> np.ndarray:
+    """Per qrels query: DCG of the ideal ranking of its positively graded judgements (trec_eval)."""
+    nq = len(qrels.qids)
+    pos_mask = qrels.grade > 0
+    q = qrels.qidx[pos_mask]
+    g = qrels.grade[pos_mask].astype(np.float64)
+    order = np.lexsort((-g, q))
+    q, g = q[order], g[order]
+    counts = np.bincount(q, minlength=nq)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(q)) - starts[q]
+    w = g / np.log2(rank + 2.0)
+    if cutoff is not None:
+        w = np.where(rank < cutoff, w, 0.0)
+    return np.bincount(q, weights=w, minlength=nq)
+
+
+def _fast_values(measure, ranked: _Ranked, qrels: Qrels, cache: dict) -> np.ndarray:
+    """Per-block values of one fast measure."""
+    name = measure.NAME
+    params = measure.params
+    cutoff = params.get("cutoff")
+    rel = params.get("rel", 1)
+    asc = name in ("Judged",) or (name == "RR" and cutoff is not None)
+    grade = ranked.grade["asc" if asc else "desc"]
+    pos, block, nb = ranked.pos, ranked.block, ranked.nblocks
+    within = pos < cutoff if cutoff is not None else np.ones(len(pos), dtype=bool)
+    nq = len(qrels.qids)
+    qidx = ranked.block_qidx
+
+    def per_query(values_by_q: np.ndarray) -> np.ndarray:  # qrels-query array -> block array
+        out = np.zeros(nb)
+        judged = qidx >= 0
+        out[judged] = values_by_q[qidx[judged]]
+        return out
+
+    def num_rel() -> np.ndarray:
+        key = ("num_rel", rel)
+        if key not in cache:
+            cache[key] = per_query(np.bincount(qrels.qidx, weights=(qrels.grade >= rel).astype(float), minlength=nq))
+        return cache[key]
+
+    relevant = np.nan_to_num(grade, nan=-1.0) >= rel
+    if name == "nDCG":
+        gain = np.where(np.nan_to_num(grade, nan=0.0) > 0, grade, 0.0)
+        dcg = np.bincount(block, weights=np.where(within, gain / np.log2(pos + 2.0), 0.0), minlength=nb)
+        idcg = per_query(_ideal_dcg(qrels, cutoff))
+        return np.divide(dcg, idcg, out=dcg.copy(), where=idcg > 0)
+    if name == "AP":
+        hits = relevant & within
+        cum = np.cumsum(hits)
+        start_cum = np.concatenate([[0], cum])[np.concatenate([[0], np.cumsum(ranked.block_len)[:-1]])][block]
+        rel_so_far = cum - start_cum
+        prec = np.where(hits, rel_so_far / (pos + 1.0), 0.0)
+        total = np.bincount(block, weights=prec, minlength=nb)
+        nr = num_rel()
+        return np.divide(total, nr, out=np.zeros(nb), where=nr > 0)
+    if name in ("R", "P", "Success"):
+        count = np.bincount(block, weights=(relevant & within).astype(float), minlength=nb)
+        if name == "P":
+            return count / float(cutoff)
+        if name == "Success":
+            return (count > 0).astype(float)
+        nr = num_rel()
+        return np.divide(count, nr, out=np.zeros(nb), where=nr > 0)
+    if name == "RR":
+        hits = np.flatnonzero(relevant & within)
+        out = np.zeros(nb)
+        if len(hits):
+            blocks_hit, first = np.unique(block[hits], return_index=True)
+            out[blocks_hit] = 1.0 / (pos[hits[first]] + 1.0)
+        return out
+    if name == "Judged":
+        judged = ~np.isnan(grade) & within
+        count = np.bincount(block, weights=judged.astype(float), minlength=nb)
+        denom = np.minimum(ranked.block_len, cutoff) if cutoff is not None else ranked.block_len
+        return count / denom
+    raise AssertionError(f"not a fast measure: {measure}")
+
+
+@dataclass
+class EvalResult:
+    """One run scored: ``values[i, j]`` is measure j on query ``qids[i]`` (the averaged query set)."""
+
+    run: str
+    measures: list[str]
+    qids: list[str]
+    values: np.ndarray
+    aggregates: dict[str, float]
+    unjudged_run_qids: list[str] = field(default_factory=list)
+    missing_qids: list[str] = field(default_factory=list)
+    cached: bool = False
+
+    def per_query(self) -> pd.DataFrame:
+        """Wide table: index qid, one column per measure."""
+        return pd.DataFrame(self.values, index=pd.Index(self.qids, name="qid"), columns=self.measures)
+
+
+def evaluate(run, qrels: Qrels, measures: list, run_queries_only: bool = False) -> EvalResult:
+    """Score a ``runs.Run`` against ``qrels``; see the module docstring for the exact semantics."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    df = run.df
+    nq = len(qrels.qids)
+    fast = [m for m in measures if fast_supported(m)]
+    slow = [m for m in measures if not fast_supported(m)]
+    values = np.zeros((nq, len(measures)))
+
+    run_qids = pd.unique(df["qid"])
+    run_qid_arrow = _arrow_strings(pd.Series(run_qids, dtype=object))
+    in_qrels = pc.is_in(run_qid_arrow, value_set=pa.array(qrels.qids, pa.string())).to_numpy(zero_copy_only=False)
+    unjudged = [str(q) for q, ok in zip(run_qids, in_qrels) if not ok]
+    present = np.zeros(nq, dtype=bool)
+    judged_in_run = pc.index_in(run_qid_arrow, value_set=pa.array(qrels.qids, pa.string()))
+    idx = judged_in_run.drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
+    present[idx] = True
+
+    if fast:
+        need_asc = any(m.NAME == "Judged" or (m.NAME == "RR" and "cutoff" in m.params) for m in fast)
+        ranked = _rank(df[["qid", "docid", "score"]], qrels, need_asc)
+        cache: dict = {}
+        judged_blocks = ranked.block_qidx >= 0
+        for m in fast:
+            per_block = _fast_values(m, ranked, qrels, cache)
+            values[ranked.block_qidx[judged_blocks], measures.index(m)] = per_block[judged_blocks]
+    if slow:
+        _slow_values(df, qrels, measures, slow, values)
+
+    rows = np.flatnonzero(present) if run_queries_only else np.arange(nq)
+    qids = [qrels.qids[i] for i in rows]
+    values = values[rows]
+    aggregates = {}
+    for j, m in enumerate(measures):
+        agg = m.aggregator()
+        for v in values[:, j]:
+            agg.add(float(v))
+        aggregates[str(m)] = float(agg.result()) if len(rows) else float("nan")
+    missing = [qrels.qids[i] for i in np.flatnonzero(~present)]
+    return EvalResult(run.name, [str(m) for m in measures], qids, values, aggregates, unjudged, missing)
+
+
+def _slow_values(df: pd.DataFrame, qrels: Qrels, measures: list, slow: list, values: np.ndarray) -> None:
+    """ir_measures' providers for the measures the fast path does not cover."""
+    import ir_measures
+
+    qrels_df = pd.DataFrame({"query_id": qrels.df["qid"].astype(str).astype(object),
+                             "doc_id": qrels.df["docid"].astype(str).astype(object),
+                             "relevance": qrels.df["relevance"].astype(np.int64)})
+    run_df = pd.DataFrame({"query_id": df["qid"].astype(str).astype(object),
+                           "doc_id": df["docid"].astype(str).astype(object),
+                           "score": df["score"].astype(np.float64)})
+    where = {q: i for i, q in enumerate(qrels.qids)}
+    for m in slow:
+        col = measures.index(m)
+        values[:, col] = m.DEFAULT if isinstance(m.DEFAULT, (int, float)) else 0.0
+    try:
+        for metric in ir_measures.iter_calc(slow, qrels_df, run_df):
+            i = where.get(str(metric.query_id))
+            if i is not None:
+                values[i, measures.index(metric.measure)] = float(metric.value)
+    except Exception as exc:  # no provider, provider failure: the user's measure cannot be computed here
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise RankkError(f"-m {', '.join(map(str, slow))}: ir_measures cannot compute it here ({detail})") from None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# cached evaluation of run files
+
+
+def _cache_key(run_path: Path, qrels_id: str, measures: list, run_queries_only: bool) -> str:
+    from rankk_cli.cache import file_digest, stage_key
+
+    return stage_key(CACHE_STAGE, version=CACHE_VERSION, run=file_digest(run_path), qrels=qrels_id,
+                     measures=[str(m) for m in measures], semantics="run-queries" if run_queries_only else "trec_eval -c")
+
+
+def _to_table(result: EvalResult):
+    import pyarrow as pa
+
+    cols = {"qid": pa.array(result.qids, pa.string())}
+    for j, m in enumerate(result.measures):
+        cols[f"m{j}"] = pa.array(result.values[:, j], pa.float64())
+    meta = {"measures": result.measures, "aggregates": result.aggregates,
+            "unjudged_run_qids": result.unjudged_run_qids, "missing_qids": result.missing_qids}
+    return pa.table(cols).replace_schema_metadata({b"rankk_eval": json.dumps(meta).encode()})
+
+
+def _from_table(table, name: str) -> EvalResult | None:
+    try:
+        meta = json.loads(table.schema.metadata[b"rankk_eval"])
+        measures = list(meta["measures"])
+        qids = [str(q) for q in table.column("qid").to_pylist()]
+        values = np.column_stack([table.column(f"m{j}").to_numpy() for j in range(len(measures))]) \
+            if qids else np.zeros((0, len(measures)))
+        return EvalResult(name, measures, qids, values.reshape(len(qids), len(measures)),
+                          {k: float(v) for k, v in meta["aggregates"].items()},
+                          list(meta["unjudged_run_qids"]), list(meta["missing_qids"]), cached=True)
+    except Exception:  # a damaged entry is a miss
+        return None
+
+
+class QrelsSource:
+    """Qrels loaded at most once, and only when some run is not cached."""
+
+    def __init__(self, spec: str):
+        self.spec = str(spec)
+        self.identity = qrels_identity(self.spec)
+        self._qrels: Qrels | None = None
+
+    def get(self) -> Qrels:
+        if self._qrels is None:
+            self._qrels = load_qrels(self.spec)
+        return self._qrels
+
+
+def evaluate_path(path: str | Path, qrels: QrelsSource, measures: list, run_queries_only: bool = False,
+                  no_cache: bool = False, name: str | None = None) -> EvalResult:
+    """Score one run file, through the stage cache. Library entry used by ``rankk compare`` and reports."""
+    from rankk_cli import cache as cache_mod
+    from rankk_cli.runs import read_run, run_name
+
+    path = Path(path)
+    if not path.is_file():
+        from rankk_cli.errors import file_error
+
+        raise file_error(path, None, "no such run file" if not path.exists() else "expected a run file, found a directory")
+    display = name or run_name(path)
+    store = cache_mod.StageCache()
+    key = _cache_key(path, qrels.identity, measures, run_queries_only)
+    if cache_mod.enabled(no_cache):
+        table = store.get_table(CACHE_STAGE, key)
+        if table is not None:
+            result = _from_table(table, display)
+            if result is not None:
+                return result
+    run = read_run(path, display)
+    result = evaluate(run, qrels.get(), measures, run_queries_only)
+    try:
+        store.put(CACHE_STAGE, key, _to_table(result))
+    except OSError as exc:
+        warn(f"could not write the eval cache ({exc}); results are not cached")
+    return result
+
+
+def report_coverage(result: EvalResult, qrels_spec: str, run_queries_only: bool) -> None:
+    """stderr lines about queries that were ignored or counted as 0."""
+    if result.unjudged_run_qids:
+        ex = ", ".join(result.unjudged_run_qids[:5]) + (", ..." if len(result.unjudged_run_qids) > 5 else "")
+        warn(f"{result.run}: {len(result.unjudged_run_qids)} run queries have no judgements in {qrels_spec} "
+             f"and are ignored ({ex})")
+    if result.missing_qids and not run_queries_only:
+        ex = ", ".join(result.missing_qids[:5]) + (", ..." if len(result.missing_qids) > 5 else "")
+        note(f"{result.run}: {len(result.missing_qids)} judged queries are missing from the run and count as 0 "
+             f"(trec_eval -c; --run-queries-only to skip them): {ex}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# rendering
+
+
+def _fmt(value: float) -> str:
+    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def render(results: list[EvalResult], fmt: str, per_query: bool, out=None) -> None:
+    out = out or sys.stdout
+    measures = results[0].measures if results else []
+    if fmt == "json":
+        rows = []
+        for r in results:
+            if per_query:
+                for i, qid in enumerate(r.qids):
+                    for j, m in enumerate(r.measures):
+                        rows.append({"run": r.run, "qid": qid, "measure": m, "value": float(r.values[i, j])})
+            for m in r.measures:
+                row = {"run": r.run, "measure": m, "value": r.aggregates[m]}
+                if per_query:
+                    row = {"run": r.run, "qid": "all", "measure": m, "value": r.aggregates[m]}
+                rows.append(row)
+        out.write(json.dumps(rows, indent=1 if len(rows) < 200 else None) + "\n")
+        return
+    if fmt == "tsv":
+        lines = ["run\tqid\tmeasure\tvalue" if per_query else "run\tmeasure\tvalue"]
+        for r in results:
+            if per_query:
+                for i, qid in enumerate(r.qids):
+                    for j, m in enumerate(r.measures):
+                        lines.append(f"{r.run}\t{qid}\t{m}\t{_fmt(r.values[i, j])}")
+                lines.extend(f"{r.run}\tall\t{m}\t{_fmt(r.aggregates[m])}" for m in r.measures)
+            else:
+                lines.extend(f"{r.run}\t{m}\t{_fmt(r.aggregates[m])}" for m in r.measures)
+        out.write("\n".join(lines) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=None, show_lines=False)
+    table.add_column("run", style="bold")
+    if per_query:
+        table.add_column("qid")
+    for m in measures:
+        table.add_column(m, justify="right")
+    for r in results:
+        if per_query:
+            for i, qid in enumerate(r.qids):
+                table.add_row(r.run, qid, *(_fmt(v) for v in r.values[i]))
+            table.add_row(r.run, "all", *(_fmt(r.aggregates[m]) for m in r.measures), style="bold",
+                          end_section=True)
+        else:
+            table.add_row(r.run, *(_fmt(r.aggregates[m]) for m in r.measures))
+    Console(file=out, soft_wrap=True).print(table)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the command
+
+
+def eval_command(runs: Sequence[Path], qrels: str, measures: Sequence[str], per_query: bool = False,
+                 run_queries_only: bool = False, fmt: str = "table", no_cache: bool = False) -> list[EvalResult]:
+    parsed = parse_measures(measures)
+    for path in runs:  # fail fast, before any work, on a missing run
+        if not Path(path).is_file():
+            from rankk_cli.errors import file_error
+
+            raise file_error(path, None, "no such run file" if not Path(path).exists()
+                             else "expected a run file, found a directory")
+    source = QrelsSource(qrels)
+    results, names = [], set()
+    for path in runs:
+        name = _unique_name(Path(path), names)
+        result = evaluate_path(path, source, parsed, run_queries_only, no_cache, name=name)
+        if result.cached:
+            note(f"{name}: reused cached results (--no-cache to recompute)")
+        report_coverage(result, qrels, run_queries_only)
+        results.append(result)
+    render(results, fmt, per_query)
+    return results
+
+
+def _unique_name(path: Path, taken: set) -> str:
+    from rankk_cli.runs import run_name
+
+    name = run_name(path)
+    if name in taken:
+        name = str(path)
+    taken.add(name)
+    return name
