@@ -153,6 +153,35 @@ def compare(
 
 
 # ----------------------------------------------------------------------------------------------------------
+# report
+
+
+@app.command()
+def report(
+    root: Path = typer.Argument(..., help="Folder DIR/<dataset>/<system>.trec (+ <system>.trec.windows.parquet "
+                                "from rankk rerank for cost; + optional DIR/<dataset>/qrels.txt)."),
+    qrels: List[str] = typer.Option([], "--qrels", help="DATASET=FILE or DATASET=ir_datasets id, repeatable "
+                                    "(default: DIR/<dataset>/qrels*)."),
+    measures: List[str] = typer.Option(["nDCG@10"], "-m", "--measure", help="ir-measures measure, repeatable."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="System the markers test against "
+                                           "(default: bm25 if present, else the first by name)."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the markers."),
+    correction: str = typer.Option("holm", "--correction", help="holm | bonferroni | none."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the Markdown table here "
+                                          "(default: stdout)."),
+    latex: Optional[Path] = typer.Option(None, "--latex", help="Also write the table as LaTeX (booktabs)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: rankings per query, reasoning length."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute evaluations even if cached."),
+):
+    """One paper-style table from a folder of runs: systems x (datasets x measures), markers, rerank cost."""
+    from rankk_cli.report import report_command
+
+    report_command(root, qrels=qrels, measures=measures, baseline=baseline, alpha=alpha,
+                   correction=_choice(correction, ("holm", "bonferroni", "none"), "--correction"),
+                   output=output, latex=latex, plot_path=plot, no_cache=no_cache)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # entry point
 
 
