@@ -308,8 +308,8 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         options = EngineOptions(tensor_parallel=tensor_parallel, max_model_len=max_model_len,
                                 gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls))
         engine_obj = built = ENGINES.get(engine)(model, sampling, options)
-    else:
-        engine_obj.sampling = sampling  # an injected engine generates with this run's sampling
+    saved_sampling = engine_obj.sampling
+    engine_obj.sampling = sampling  # an injected engine generates with this run's sampling (restored below)
     from rankk_cli.rerank.cache import CallCache
 
     cache = None if no_cache else CallCache()
@@ -324,6 +324,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         sys.stderr.flush()
         raise SystemExit(130) from None
     finally:
+        engine_obj.sampling = saved_sampling
         if built is not None:
             with contextlib.suppress(Exception):
                 built.close()
