@@ -1,0 +1,438 @@
+"""``rankk report``: a folder of runs + qrels -> one paper-style table (Markdown and LaTeX) and a PNG.
+
+Folder layout (decided here, documented in ``rankk report --help``)::
+
+    DIR/<dataset>/<system>.trec              a run (also .trec.gz, .txt, .run, .parquet)
+    DIR/<dataset>/<system>.trec.windows.parquet   optional: rankk rerank's per-window records (cost columns)
+    DIR/<dataset>/qrels.txt                  optional: the dataset's qrels (else --qrels DATASET=FILE|ID)
+
+Rows are systems (a system is a run file name without its suffix, the same name across datasets), columns are
+dataset x measure, then the rerank cost summed over datasets (requests sent to the engine, batched engine calls,
+tokens in/out, seconds; "-" for runs without a windows file, e.g. first-stage runs). Every cell of a non-baseline
+system carries a marker when a paired test against the baseline on that dataset and measure is significant after
+correction across the systems of that column: ``†`` significantly better, ``‡`` significantly worse. The best
+value of each column is bold. Paired tests and corrections come from ``rankk_cli.compare`` when it offers them,
+else scipy's paired t-test and Holm's step-down correction.
+
+The PNG has two histograms: rankings (windows / comparisons) generated per query, and reasoning length in words
+per window, one colour per reranked system.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from rankk_cli.errors import RankkError, show
+
+RUN_SUFFIXES = (".trec", ".trec.gz", ".txt", ".run", ".parquet", ".gz")
+WINDOWS_SUFFIX = ".windows.parquet"
+BETTER, WORSE = "†", "‡"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# discovery
+
+
+def _is_run(path: Path) -> bool:
+    name = path.name
+    if not path.is_file() or name.startswith(".") or name.endswith(WINDOWS_SUFFIX) or name.startswith("qrels"):
+        return False
+    return name.endswith(RUN_SUFFIXES)
+
+
+def discover(root: Path) -> dict[str, dict[str, Path]]:
+    """``{dataset: {system: run path}}`` from ``root/<dataset>/<system>.<suffix>``."""
+    from rankk_cli.runs import run_name
+
+    root = Path(root)
+    if not root.is_dir():
+        raise RankkError(f"{root}: expected a report folder DIR/<dataset>/<system>.trec, found "
+                         f"{'a file' if root.exists() else 'nothing'}")
+    found: dict[str, dict[str, Path]] = {}
+    for ds_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        runs = {}
+        for path in sorted(ds_dir.iterdir()):
+            if _is_run(path):
+                system = run_name(path)
+                if system in runs:
+                    raise RankkError(f"{path}: system {show(system)} appears twice in {ds_dir} "
+                                     f"(also {runs[system].name})")
+                runs[system] = path
+        if runs:
+            found[ds_dir.name] = runs
+    if not found:
+        raise RankkError(f"{root}: expected run files in DIR/<dataset>/<system>.trec, found none")
+    return found
+
+
+def parse_qrels_specs(specs: Sequence[str], datasets: Sequence[str], root: Path) -> dict[str, str]:
+    """``--qrels dataset=FILE`` (repeatable) plus ``DIR/<dataset>/qrels*`` files; every dataset needs one."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or not name or not value:
+            raise RankkError(f"--qrels: expected DATASET=FILE (or DATASET=ir_datasets id), found {spec!r}")
+        if name not in datasets:
+            raise RankkError(f"--qrels: no dataset {name!r} in {root} (datasets: {', '.join(datasets)})")
+        out[name] = value
+    for ds in datasets:
+        if ds not in out:
+            local = sorted(p for p in (Path(root) / ds).glob("qrels*") if p.is_file())
+            if not local:
+                raise RankkError(f"--qrels: expected qrels for dataset {ds!r}: pass --qrels {ds}=FILE or put "
+                                 f"{Path(root) / ds / 'qrels.txt'}")
+            out[ds] = str(local[0])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# statistics (EVAL's compare.py when present)
+
+
+def paired_pvalues(base: np.ndarray, others: list[np.ndarray]) -> list[float]:
+    """Two-sided paired t-test p-value of each system against the baseline (1.0 when nothing differs)."""
+    try:
+        from rankk_cli import compare as compare_mod
+
+        fn = getattr(compare_mod, "paired_test", None)
+    except ImportError:
+        fn = None
+    out = []
+    for values in others:
+        diff = values - base
+        if not np.any(diff) or len(diff) < 2:
+            out.append(1.0)
+            continue
+        if fn is not None:
+            p = _call_compare_test(fn, base, values)
+            if p is not None:
+                out.append(p)
+                continue
+        from scipy import stats
+
+        p = float(stats.ttest_rel(values, base).pvalue)
+        out.append(1.0 if math.isnan(p) else p)
+    return out
+
+
+def _call_compare_test(fn, base, values) -> float | None:
+    try:
+        res = fn(base, values, test="t")
+    except TypeError:
+        return None
+    p = getattr(res, "pvalue", getattr(res, "p", res))
+    try:
+        return float(p)
+    except (TypeError, ValueError):
+        return None
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (monotone, capped at 1)."""
+    try:
+        from rankk_cli import compare as compare_mod
+
+        fn = getattr(compare_mod, "holm", None)
+        if fn is not None:
+            return [float(p) for p in fn(list(pvalues))]
+    except ImportError:
+        pass
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+# ----------------------------------------------------------------------------------------------------------
+# cost from the rerank windows files
+
+
+COST_COLUMNS = ("requests", "engine calls", "tokens in", "tokens out", "seconds")
+
+
+def windows_table(run_path: Path):
+    """The rerank windows Parquet beside ``run_path`` as a DataFrame, or None."""
+    path = Path(str(run_path) + WINDOWS_SUFFIX)
+    if not path.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pandas()
+    except Exception as exc:  # noqa: BLE001 - a damaged side file: one line
+        raise RankkError(f"{path}: expected rankk rerank's windows Parquet, cannot read it: "
+                         f"{' '.join(str(exc).split())[:160]}") from None
+
+
+def cost_of(df) -> dict:
+    calls = [list(c) if c is not None else [] for c in df.get("engine_call", [])]
+    return {
+        "requests": sum(len(c) for c in calls),
+        "engine calls": len({i for c in calls for i in c if i is not None and i >= 0}),
+        "tokens in": int(df["input_tokens"].fillna(0).sum()) if "input_tokens" in df else 0,
+        "tokens out": int(df["output_tokens"].fillna(0).sum()) if "output_tokens" in df else 0,
+        "seconds": float(df["seconds"].fillna(0).sum()) if "seconds" in df else 0.0,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the report
+
+
+@dataclass
+class Report:
+    datasets: list[str]
+    measures: list[str]
+    systems: list[str]
+    baseline: str
+    values: dict = field(default_factory=dict)  # (system, dataset, measure) -> mean
+    pvalues: dict = field(default_factory=dict)  # (system, dataset, measure) -> corrected p
+    markers: dict = field(default_factory=dict)  # (system, dataset, measure) -> "†" | "‡" | ""
+    cost: dict = field(default_factory=dict)  # system -> {column: number} (only reranked systems)
+    windows: dict = field(default_factory=dict)  # system -> DataFrame of all its windows (for the plot)
+    notes: list[str] = field(default_factory=list)
+    alpha: float = 0.05
+    correction: str = "holm"
+    queries: dict = field(default_factory=dict)  # dataset -> number of queries averaged
+
+    def best(self, ds: str, m: str) -> float | None:
+        vals = [v for (s, d, mm), v in self.values.items() if d == ds and mm == m and not math.isnan(v)]
+        return max(vals) if vals else None
+
+    def rows(self) -> list[tuple[str, list[tuple[str, bool]], list[str]]]:
+        """(system, [(cell text, is best)], cost cells) in display order."""
+        out = []
+        for s in self.systems:
+            cells = []
+            for ds in self.datasets:
+                for m in self.measures:
+                    v = self.values.get((s, ds, m))
+                    if v is None or math.isnan(v):
+                        cells.append(("–", False))
+                        continue
+                    best = self.best(ds, m)
+                    cells.append((f"{v:.4f}{self.markers.get((s, ds, m), '')}", best is not None and v == best))
+            c = self.cost.get(s)
+            cost = ([f"{c['requests']:,}", f"{c['engine calls']:,}", f"{c['tokens in']:,}", f"{c['tokens out']:,}",
+                     f"{c['seconds']:.1f}"] if c else ["–"] * len(COST_COLUMNS))
+            out.append((s, cells, cost))
+        return out
+
+    def legend(self) -> str:
+        corr = {"holm": "Holm", "bonferroni": "Bonferroni", "none": "no"}[self.correction]
+        return (f"{BETTER}/{WORSE}: significantly better/worse than {self.baseline} (paired t-test, {corr} "
+                f"correction across systems per column, alpha {self.alpha}); best per column in bold; cost summed "
+                "over datasets from the rerank windows files.")
+
+    def to_markdown(self) -> str:
+        head = ["system"] + [f"{ds} {m}" for ds in self.datasets for m in self.measures] + list(COST_COLUMNS)
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+        for s, cells, cost in self.rows():
+            name = f"{s} (baseline)" if s == self.baseline else s
+            shown = [f"**{t}**" if best else t for t, best in cells]
+            lines.append("| " + " | ".join([name] + shown + cost) + " |")
+        lines += ["", self.legend()] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def to_latex(self) -> str:
+        def esc(text: str) -> str:
+            for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+                         ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"),
+                         ("^", r"\textasciicircum{}")):
+                text = text.replace(a, b)
+            return text
+
+        def cell(text: str, best: bool) -> str:
+            mark = ""
+            if text.endswith(BETTER):
+                text, mark = text[:-1], r"$^\dagger$"
+            elif text.endswith(WORSE):
+                text, mark = text[:-1], r"$^\ddagger$"
+            text = text.replace("–", "--")
+            return (rf"\textbf{{{text}}}" if best else text) + mark
+
+        nm = len(self.measures)
+        cols = "l" + "r" * (len(self.datasets) * nm) + "r" * len(COST_COLUMNS)
+        out = [r"\begin{tabular}{" + cols + "}", r"\toprule"]
+        out.append(" & ".join(["System"] + [rf"\multicolumn{{{nm}}}{{c}}{{{esc(ds)}}}" for ds in self.datasets]
+                              + [rf"\multicolumn{{{len(COST_COLUMNS)}}}{{c}}{{Cost}}"]) + r" \\")
+        out.append(" & ".join([""] + [esc(m) for _ in self.datasets for m in self.measures]
+                              + ["Requests", "Calls", "Tok.\\ in", "Tok.\\ out", "Sec."]) + r" \\")
+        out.append(r"\midrule")
+        for s, cells, cost in self.rows():
+            name = esc(s) + (" (baseline)" if s == self.baseline else "")
+            out.append(" & ".join([name] + [cell(t, b) for t, b in cells]
+                                  + [c.replace(",", "{,}").replace("–", "--") for c in cost]) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}"]
+        legend = esc(self.legend()).replace(BETTER, r"$\dagger$").replace(WORSE, r"$\ddagger$")
+        return "% " + legend + "\n" + "\n".join(out) + "\n"
+
+    def to_dict(self) -> dict:
+        return {"datasets": self.datasets, "measures": self.measures, "systems": self.systems,
+                "baseline": self.baseline,
+                "values": {f"{s}|{d}|{m}": v for (s, d, m), v in self.values.items()},
+                "pvalues": {f"{s}|{d}|{m}": p for (s, d, m), p in self.pvalues.items()},
+                "cost": self.cost, "notes": self.notes}
+
+
+def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence[str] = ("nDCG@10",),
+                 baseline: str | None = None, alpha: float = 0.05, correction: str = "holm",
+                 no_cache: bool = False) -> Report:
+    from rankk_cli.evaluate import QrelsSource, evaluate_path, parse_measures
+
+    root = Path(root)
+    found = discover(root)
+    datasets = list(found)
+    qrels = parse_qrels_specs(qrels_specs, datasets, root)
+    parsed = parse_measures(list(measures))
+    names = [str(m) for m in parsed]
+    systems = sorted({s for runs in found.values() for s in runs})
+    if baseline is None:
+        baseline = "bm25" if "bm25" in systems else systems[0]
+    elif baseline not in systems:
+        raise RankkError(f"--baseline: no system {baseline!r} in {root} (systems: {', '.join(systems)})")
+    if correction not in ("holm", "bonferroni", "none"):
+        raise RankkError(f"--correction: expected holm, bonferroni or none, found {correction!r}")
+    if not 0 < alpha < 1:
+        raise RankkError(f"--alpha: expected a level between 0 and 1, found {alpha}")
+    # baseline first, the others in name order
+    systems = [baseline] + [s for s in systems if s != baseline]
+    rep = Report(datasets, names, systems, baseline, alpha=alpha, correction=correction)
+
+    for ds, runs in found.items():
+        source = QrelsSource(qrels[ds])
+        results = {s: evaluate_path(p, source, parsed, no_cache=no_cache, name=s) for s, p in runs.items()}
+        any_result = next(iter(results.values()))
+        rep.queries[ds] = len(any_result.qids)
+        for s, res in results.items():
+            for m in names:
+                rep.values[(s, ds, m)] = res.aggregates[m]
+        if baseline not in results:
+            rep.notes.append(f"{ds}: no {baseline} run, so no significance markers")
+            continue
+        base = results[baseline]
+        others = [s for s in systems if s in results and s != baseline]
+        for j, m in enumerate(names):
+            b = base.per_query()[m]
+            series = [results[s].per_query()[m].reindex(b.index).fillna(0.0).to_numpy() for s in others]
+            raw = paired_pvalues(b.to_numpy(), series)
+            if correction == "holm":
+                adj = holm(raw)
+            elif correction == "bonferroni":
+                adj = [min(1.0, p * len(raw)) for p in raw]
+            else:
+                adj = raw
+            for s, vals, p in zip(others, series, adj):
+                rep.pvalues[(s, ds, m)] = p
+                if p < alpha:
+                    rep.markers[(s, ds, m)] = BETTER if vals.mean() > b.to_numpy().mean() else WORSE
+
+    import pandas as pd
+
+    for s in systems:
+        frames = []
+        for ds, runs in found.items():
+            if s in runs:
+                df = windows_table(runs[s])
+                if df is not None:
+                    df = df.assign(dataset=ds)
+                    frames.append(df)
+        if frames:
+            df = pd.concat(frames, ignore_index=True)
+            rep.windows[s] = df
+            rep.cost[s] = cost_of(df)
+    return rep
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the figure
+
+
+def plot(rep: Report, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
+    systems = [s for s in rep.systems if s in rep.windows]
+    colors = plt.get_cmap("tab10")
+    ax1, ax2 = axes
+    if not systems:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no rerank windows files found", ha="center", va="center", transform=ax.transAxes)
+    per_query = {}
+    lengths = {}
+    for s in systems:
+        df = rep.windows[s]
+        per_query[s] = df.groupby(["dataset", "qid"]).size().to_numpy()
+        reasoning = df["reasoning"].fillna("") if "reasoning" in df else []
+        lengths[s] = np.array([len(str(t).split()) for t in reasoning])
+    if systems:
+        hi = max(int(v.max()) for v in per_query.values())
+        bins = np.arange(0.5, hi + 1.5, max(1, math.ceil(hi / 40)))
+        for i, s in enumerate(systems):
+            ax1.hist(per_query[s], bins=bins, histtype="stepfilled", alpha=0.35, color=colors(i % 10),
+                     edgecolor=colors(i % 10), linewidth=1.5,
+                     label=f"{s} (median {np.median(per_query[s]):.0f})")
+        ax1.set_xlabel("rankings generated per query (windows / comparisons)")
+        ax1.set_ylabel("queries")
+        ax1.set_title("Rankings generated per query")
+        ax1.legend(fontsize=8)
+        with_reasoning = [s for s in systems if lengths[s].size and lengths[s].max() > 0]
+        if with_reasoning:
+            top = max(int(lengths[s].max()) for s in with_reasoning)
+            bins = np.linspace(0, top + 1, 31)
+            for i, s in enumerate(systems):
+                if s in with_reasoning:
+                    ax2.hist(lengths[s], bins=bins, histtype="stepfilled", alpha=0.35, color=colors(i % 10),
+                             edgecolor=colors(i % 10), linewidth=1.5,
+                             label=f"{s} (median {np.median(lengths[s]):.0f} words)")
+            ax2.legend(fontsize=8)
+        else:
+            ax2.text(0.5, 0.5, "no reasoning recorded", ha="center", va="center", transform=ax2.transAxes)
+        ax2.set_xlabel("reasoning length per window (words)")
+        ax2.set_ylabel("windows")
+        ax2.set_title("Reasoning length")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from rankk_cli.runs import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the command
+
+
+def report_command(root: Path, qrels: Sequence[str] = (), measures: Sequence[str] = ("nDCG@10",),
+                   baseline: str | None = None, alpha: float = 0.05, correction: str = "holm",
+                   output: Path | None = None, latex: Path | None = None, plot_path: Path | None = None,
+                   no_cache: bool = False) -> Report:
+    from rankk_cli.runs import atomic_write_text
+
+    rep = build_report(root, qrels, measures, baseline, alpha, correction, no_cache)
+    md = rep.to_markdown()
+    if output is not None:
+        atomic_write_text(output, md)
+    else:
+        sys.stdout.write(md)
+    if latex is not None:
+        atomic_write_text(latex, rep.to_latex())
+    if plot_path is not None:
+        plot(rep, Path(plot_path))
+    return rep
