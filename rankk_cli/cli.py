@@ -64,7 +64,8 @@ def rerank(
     run: Path = typer.Argument(..., help="Run to rerank (TREC/.gz/Parquet), or a candidates JSONL/Parquet with text."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Reranked run (.trec, .trec.gz, .parquet)."),
     method: str = typer.Option(..., "--method", help="Reranking method (rankk, rankzephyr, rank1, ...)."),
-    model: str = typer.Option(..., "--model", help="Model directory or Hugging Face id."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model directory or Hugging Face id "
+                                        "(required unless the method needs no model, e.g. oracle)."),
     engine: str = typer.Option("vllm", "--engine", help="vllm | openai"),
     topics: Optional[str] = typer.Option(None, "--topics", help="Topics: TSV file or ir_datasets id (required)."),
     docs: Optional[str] = typer.Option(None, "--docs", help="Documents: JSONL/TSV corpus, candidates file, "
@@ -89,6 +90,9 @@ def rerank(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every rendered request as JSON lines; no engine."),
     fmt: str = typer.Option("table", "--format", help="table | json (summary on stdout)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the engine-call cache."),
+    qrels: Optional[str] = typer.Option(None, "--qrels", help="Qrels file or ir_datasets id (method oracle)."),
+    method_opt: List[str] = typer.Option([], "--method-opt", help="KEY=VALUE method option, repeatable "
+                                         "(e.g. prp variant=sorting, rankr1 k=10 num_child=19)."),
 ):
     """Rerank a run with an LLM: sliding windows, all queries batched per round, every engine call cached."""
     from rankk_cli.rerank.pipeline import rerank_command
@@ -99,7 +103,7 @@ def rerank(
                    force_max_tokens=force_max_tokens, tensor_parallel=tensor_parallel, max_model_len=max_model_len,
                    gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_url),
                    windows_out=windows_out, dry_run=dry_run, fmt=_choice(fmt, ("table", "json"), "--format"),
-                   no_cache=no_cache)
+                   no_cache=no_cache, qrels=qrels, method_opts=tuple(method_opt))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -152,12 +152,13 @@ def records_table(records: list[dict]):
 
 def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name: str, engine: Engine | None,
            config: RerankConfig, *, cache=None, progress: bool = True, dry_run=None, key_parts=None,
-           truncate_fn=None) -> RerankOutcome:
-    """Rerank ``run`` (library entry; ``engine`` may be a ready-built Engine)."""
+           truncate_fn=None, method_options: dict | None = None) -> RerankOutcome:
+    """Rerank ``run`` (library entry; ``engine`` may be a ready-built Engine; ``method_options``: typed
+    constructor options of the method, see ``methods.base.method_options``)."""
     from rankk_cli.rerank.methods import METHODS
     from rankk_cli.rerank.scheduler import Scheduler
 
-    method = METHODS.get(method_name)(config)
+    method = METHODS.get(method_name)(config, **(method_options or {}))
     items = build_queries(run, texts, queries, config.depth, truncate_fn)
     planner = getattr(method, "planned_windows", None)
     total = sum(planner(len(c)) for _q, _t, c in items) if planner else None
@@ -178,6 +179,8 @@ def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name
         "generated_tokens": st.output_tokens, "engine_seconds": round(st.engine_seconds, 3),
         "seconds": round(seconds, 3),
     }
+    if getattr(method, "note", None):  # e.g. the oracle says it is one
+        summary["note"] = method.note
     out_run = assemble(run, results, config.depth, name=f"{run.name}.{method_name}",
                        meta={"method": method_name, "depth": config.depth, "window": config.window,
                              "stride": config.stride, "passes": config.passes})
@@ -220,6 +223,8 @@ def _render_summary(summary: dict) -> None:
                   str(summary["cache_hits"]), f"{summary['input_tokens']:,}", f"{summary['output_tokens']:,}",
                   f"{summary['seconds']:.1f}")
     Console(stderr=True).print(table)
+    if summary.get("note"):
+        sys.stderr.write(f"note: {summary['note']}\n")
 
 
 def _tokenizer_truncate(model: str, n: int):
@@ -266,9 +271,10 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
                    max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
                    base_urls: tuple[str, ...] = (), windows_out: Path | None = None, dry_run: bool = False,
                    fmt: str = "table", no_cache: bool = False, engine_obj: Engine | None = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, qrels: str | None = None, method_opts: tuple[str, ...] = ()) -> dict:
     """``rankk rerank``: validate, load, rerank (or print requests in a dry run), write, summarise."""
     from rankk_cli.rerank.methods import METHODS
+    from rankk_cli.rerank.methods.base import NoEngine, method_options
 
     validate(depth, window, stride, passes, truncate, max_tokens)
     if force_max_tokens < 1:
@@ -276,9 +282,14 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
     if output is None and not dry_run:
         raise RankkError("-o/--output: expected an output run path, found none")
     method_cls = METHODS.get(method)
+    opts = method_options(method_cls, method_opts, qrels=qrels)  # unknown keys / bad values: one line, exit 2
+    needs_engine = getattr(method_cls, "needs_engine", True)
+    if model is None and needs_engine and engine_obj is None:
+        raise RankkError(f"--model: expected a model directory or id for method {method!r}, found none")
     run_table, texts, queries = load_inputs(run, docs, topics, depth)
     config = RerankConfig(depth=depth, window=window, stride=stride, passes=passes, truncate=truncate,
                           force_max_tokens=force_max_tokens)
+    method_cls(config, **opts)  # option values are checked before any model loads
     if temperature is None:
         temperature = method_cls.default_temperature if method_cls.default_temperature is not None else 0.0
     if max_tokens is None:
@@ -296,12 +307,14 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
             sys.stdout.write(json.dumps({**meta, "request": call.request.to_json()}, ensure_ascii=False) + "\n")
 
         outcome = rerank(run_table, texts, queries, method, None, config, dry_run=emit, progress=False,
-                         key_parts=(engine, model, sampling), truncate_fn=truncate_fn)
+                         key_parts=(engine, model, sampling), truncate_fn=truncate_fn, method_options=opts)
         sys.stdout.flush()
         return outcome.summary
 
     windows_path = Path(windows_out) if windows_out else Path(str(output) + WINDOWS_SUFFIX)
     built = None
+    if engine_obj is None and not needs_engine:
+        engine_obj = NoEngine(model or "none", sampling, EngineOptions())
     if engine_obj is None:
         from rankk_cli.rerank.engines import ENGINES
 
@@ -316,7 +329,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
     truncate_fn = (lambda text: engine_obj.truncate(text, truncate)) if truncate else None
     try:
         outcome = rerank(run_table, texts, queries, method, engine_obj, config, cache=cache, progress=progress,
-                         truncate_fn=truncate_fn)
+                         truncate_fn=truncate_fn, method_options=opts)
     except KeyboardInterrupt:
         done = len(cache) if cache is not None else 0
         sys.stderr.write(f"rankk rerank: interrupted; no output written. {done} finished engine requests are in the "
@@ -330,7 +343,8 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
                 built.close()
     summary = {**outcome.summary, "output": str(output), "windows_file": str(windows_path),
                "engine": engine_obj.name, "model": str(model), "sampling": asdict(sampling)}
-    write_outputs(outcome, Path(output), windows_path, tag=f"rankk-{method}")
+    tag = getattr(method_cls, "trec_tag", None) or f"rankk-{method}"  # oracle runs are tagged "oracle"
+    write_outputs(outcome, Path(output), windows_path, tag=tag)
     if fmt == "json":
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
