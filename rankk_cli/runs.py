@@ -130,7 +130,7 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
         if "\r" in text:
             line = text[: text.index("\r")].count("\n") + 1
             raise file_error(path, line, "expected a line ending, found a bare carriage return")
-    if not text.strip():
+    if not text or text.isspace():  # same test as `not text.strip()`, without copying a large file
         raise file_error(path, None, f"empty {what}: expected at least one line")
     return text
 
@@ -162,22 +162,41 @@ def parse_int(text: str) -> int | None:
 _TREC_TYPES = None
 
 
-def _trec_fast(text: str) -> pd.DataFrame | None:
+def _run_bytes(path: Path) -> bytes | None:
+    """The file's bytes when they can go straight to the fast parser (no BOM, CR or NUL; gunzipped), else None.
+
+    Anything unusual (missing file, bad gzip, CRLF...) returns None, and ``read_text_file`` then decodes or
+    diagnoses it; invalid UTF-8 is caught by pyarrow's parser, which makes the fast path decline.
+    """
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except Exception:
+        return None
+    if raw.startswith(b"\xef\xbb\xbf") or b"\r" in raw or b"\x00" in raw:
+        return None
+    return raw
+
+
+def _trec_fast(text: str | bytes) -> pd.DataFrame | None:
     """pyarrow fast path for a well-formed file; None when anything looks off (the slow path then diagnoses)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    first = text[: text.find("\n")] if "\n" in text else text
-    if "\t" in first and " " not in first.strip():
+    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    nl = data.find(b"\n")
+    first = data[: nl] if nl >= 0 else data
+    if b"\t" in first and b" " not in first.strip():
         delimiter = "\t"
-    elif "\t" not in first and "  " not in first.strip() and not first.startswith(" "):
+    elif b"\t" not in first and b"  " not in first.strip() and not first.startswith(b" "):
         delimiter = " "
     else:
         return None
     names = ["qid", "q0", "docid", "rank", "score", "tag"]
     try:
         table = pacsv.read_csv(
-            io.BytesIO(text.encode("utf-8")),
+            io.BytesIO(data),
             read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 26),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False, escape_char=False,
                                              double_quote=False, ignore_empty_lines=False),
@@ -251,8 +270,66 @@ def _check_duplicates(df: pd.DataFrame, path: Path, text: str | None, key=("qid"
                      f"(first at line {first})")
 
 
+def _qid_blocks(df: pd.DataFrame) -> np.ndarray | None:
+    """Start row of each query when every query's rows are contiguous (the usual layout), else None."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(df)
+    if n == 0:
+        return None
+    try:
+        qid = pa.array(df["qid"])
+        if isinstance(qid, pa.ChunkedArray):
+            qid = qid.combine_chunks()
+        if not (pa.types.is_string(qid.type) or pa.types.is_large_string(qid.type)):
+            return None
+        change = pc.not_equal(qid[1:], qid[:-1]).to_numpy(zero_copy_only=False)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    starts = np.concatenate([[0], np.flatnonzero(change) + 1]).astype(np.int64)
+    if len(pc.unique(qid.take(pa.array(starts)))) != len(starts):
+        return None
+    return starts
+
+
+def _unique_docs_fast(df: pd.DataFrame) -> bool:
+    """True when no (qid, docid) repeats, checked query by query (cheap); False means 'unknown or repeats'."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    starts = _qid_blocks(df)
+    if starts is None or len(starts) * 16 > len(df):  # interleaved or tiny queries: the general check is fine
+        return False
+    try:
+        docid = pa.array(df["docid"])
+        if isinstance(docid, pa.ChunkedArray):
+            docid = docid.combine_chunks()
+    except (pa.ArrowException, TypeError, ValueError):
+        return False
+    ends = np.append(starts[1:], len(df))
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        if len(pc.unique(docid.slice(a, b - a))) != b - a:
+            return False
+    return True
+
+
+def _in_ranking_order(df: pd.DataFrame, starts: np.ndarray) -> bool:
+    """Rows already grouped by query, score descending, ties by rank ascending (file order after that)."""
+    score = df["score"].to_numpy(dtype=np.float64)
+    rank = df["rank"].to_numpy(dtype=np.int64)
+    same = np.ones(len(df) - 1, dtype=bool)
+    same[starts[1:] - 1] = False
+    ds = score[1:] - score[:-1]
+    bad = same & ((score[1:] > score[:-1]) | ((ds == 0) & (rank[1:] < rank[:-1])))
+    return not bad.any()
+
+
 def order_run(df: pd.DataFrame) -> pd.DataFrame:
     """Ranking order: queries by first appearance; within a query score desc, then rank asc, then file order."""
+    starts = _qid_blocks(df)
+    if starts is not None and _in_ranking_order(df, starts):
+        return df.reset_index(drop=True)
     qcode = pd.factorize(df["qid"], sort=False)[0]
     idx = np.lexsort((np.arange(len(df)), df["rank"].to_numpy(), -df["score"].to_numpy(), qcode))
     out = df.iloc[idx].reset_index(drop=True)
@@ -262,17 +339,28 @@ def order_run(df: pd.DataFrame) -> pd.DataFrame:
 def rerank_positions(df: pd.DataFrame) -> pd.DataFrame:
     """Set the rank column to 1..n within each query, following the current row order."""
     df = df.copy()
-    df["rank"] = df.groupby("qid", sort=False).cumcount().to_numpy(dtype=np.int64) + 1
+    starts = _qid_blocks(df)
+    if starts is not None:
+        lengths = np.diff(np.append(starts, len(df)))
+        df["rank"] = np.arange(1, len(df) + 1, dtype=np.int64) - np.repeat(starts, lengths)
+    else:
+        df["rank"] = df.groupby("qid", sort=False).cumcount().to_numpy(dtype=np.int64) + 1
     return df
 
 
 def read_trec_run(path: str | Path, name: str | None = None) -> Run:
     path = Path(path)
-    text = read_text_file(path, "run file")
-    df = _trec_fast(text)
+    text = None
+    raw = _run_bytes(path)  # fast path: clean bytes straight to pyarrow, no str round trip
+    df = _trec_fast(raw) if raw is not None else None
+    del raw
     if df is None:
-        df = _trec_slow(text, path)
-    _check_duplicates(df, path, text)
+        text = read_text_file(path, "run file")
+        df = _trec_fast(text)
+        if df is None:
+            df = _trec_slow(text, path)
+    if not _unique_docs_fast(df):
+        _check_duplicates(df, path, text if text is not None else read_text_file(path, "run file"))
     df = rerank_positions(order_run(df))
     return Run(df, name or run_name(path))
 

@@ -229,3 +229,39 @@ def test_eval_does_not_import_heavy_modules(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "HEAVY []" in res.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the fast run reader (runs.py: bytes straight to pyarrow, per-query duplicate check, order check)
+
+
+def test_fast_reader_orders_like_an_independent_sort_and_reports_duplicates_by_line(tmp_path):
+    import gzip
+
+    rng = np.random.default_rng(7)
+    lines, rows = [], []
+    for q in ["q2", "q10", "q1"]:
+        for i in range(40):
+            score = float(rng.integers(0, 8))  # ties, and not in score order
+            rank = int(rng.integers(1, 5))
+            lines.append(f"{q} Q0 d{i} {rank} {score} t")
+            rows.append((q, f"d{i}", rank, score, len(rows)))
+    lines.insert(50, "")  # a blank line shifts later line numbers
+    text = "\n".join(lines) + "\n"
+    for name, payload in (("r.trec", text.encode()), ("r.trec.gz", gzip.compress(text.encode()))):
+        path = tmp_path / name
+        path.write_bytes(payload)
+        got = read_run(path).df
+        exp = pd.DataFrame(rows, columns=["qid", "docid", "rank", "score", "row"])
+        exp["qorder"] = exp["qid"].map({"q2": 0, "q10": 1, "q1": 2})
+        exp = exp.sort_values(["qorder", "score", "rank", "row"], ascending=[True, False, True, True])
+        assert got["docid"].tolist() == exp["docid"].tolist()
+        assert got["qid"].tolist() == exp["qid"].tolist()
+        assert got["rank"].tolist() == [i for _ in range(3) for i in range(1, 41)]
+    dup_lines = list(lines)
+    dup_lines[70] = dup_lines[70].replace("d29 ", "d3 ")  # q10 d29 (line 71) becomes q10 d3 (line 44)
+    bad = tmp_path / "dup.trec"
+    bad.write_text("\n".join(dup_lines) + "\n", encoding="utf-8")
+    with pytest.raises(RankkError, match=r"dup\.trec:71: expected each \(qid, docid\) once.*'q10'.*'d3' "
+                                         r"\(first at line 44\)"):
+        read_run(bad)
