@@ -256,6 +256,13 @@ def test_fast_path_equals_slow_path(tmp_path, sep):
     slow = runs._trec_slow(text, tmp_path / "x")
     pd.testing.assert_frame_equal(fast.reset_index(drop=True), slow, check_dtype=False)
     assert np.array_equal(fast["score"].to_numpy().view(np.int64), slow["score"].to_numpy().view(np.int64))
+    # the bytes entry point (clean files go straight from disk to pyarrow) gives the same table
+    pd.testing.assert_frame_equal(runs._trec_fast(text.encode()), fast)
+
+
+def test_fast_path_declines_invalid_utf8_bytes(tmp_path):
+    raw = "q1 Q0 caf\xe9 1 2.0 t\n".encode("latin-1")
+    assert runs._trec_fast(raw) is None
 
 
 def test_read_run_same_result_through_both_paths(tmp_path):
