@@ -1,10 +1,14 @@
 """ir_datasets ids as sources of queries, qrels and documents -- through the real ir_datasets code.
 
 ir_datasets downloads what it lacks; offline it fails with a connection error deep inside an iterator, after
-printing banners and progress bars. Here every call into ir_datasets runs with its stdout/stderr captured:
-on success the captured log goes to stderr (never stdout, which carries results); on failure it is dropped and
-the problem becomes one line (RankkError): an unknown id, or a download that failed and how to pre-seed
-``$IR_DATASETS_HOME`` so that it does not have to download.
+printing banners and progress bars. Here every call into ir_datasets runs with its stdout/stderr captured. On
+failure the capture is dropped and the problem becomes one line (RankkError): an unknown id, or a download that
+failed and how to pre-seed ``$IR_DATASETS_HOME`` so that nothing has to be downloaded. On success only
+ir_datasets' warnings reach stderr (everything, progress included, with RANKK_IRDS_VERBOSE=1); nothing ever
+reaches stdout.
+
+ir_datasets fixes its home folder when it is first imported: IR_DATASETS_HOME must be set before that (the CLI
+runs each command in a fresh process, so setting it in the shell is enough).
 
 ``is_dataset_id`` is cheap for things that look like file paths: it does not import ir_datasets for them.
 """
@@ -156,9 +160,19 @@ def _guard(spec: str, what: str):
         raise
     except Exception as exc:  # anything ir_datasets raises becomes one line
         raise _failure(spec, what, exc) from None
-    log = buf.getvalue()
-    if log and os.environ.get("RANKK_QUIET_IRDS", "") not in ("1", "true"):
-        sys.stderr.write(log if log.endswith("\n") else log + "\n")
+    _replay(buf.getvalue())
+
+
+def _replay(log: str) -> None:
+    """After a successful call: ir_datasets' warnings go to stderr; its INFO lines and progress bars (which would
+    arrive late anyway) only with RANKK_IRDS_VERBOSE=1."""
+    if not log:
+        return
+    verbose = os.environ.get("RANKK_IRDS_VERBOSE", "") in ("1", "true")
+    lines = [line for line in log.replace("\r", "\n").split("\n") if line.strip()]
+    keep = lines if verbose else [line for line in lines if line.startswith(("[WARNING]", "[ERROR]", "[CRITICAL]"))]
+    if keep:
+        sys.stderr.write("\n".join(keep) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -276,3 +276,36 @@ def test_lucene_index_store(data, tmp_path):
     assert store.get(["1", "82"]) == corpus.get(["1", "82"])
     with pytest.raises(RankkError, match="nope"):
         store.get(["1", "nope"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ir_datasets ids through the real CLI
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rankk_cli.evaluate") is None, reason="`rankk eval` not written yet")
+def test_cli_eval_with_a_seeded_ir_datasets_id_equals_the_qrels_file(irds_seeded, data, rankk):
+    run = data / "trec-dl" / "dl19" / "runs" / "bm25.trec"
+    by_id = rankk("eval", run, "--qrels", DL19, "-m", "nDCG@10", "-m", "AP", "--format", "json")
+    by_file = rankk("eval", run, "--qrels", data / "trec-dl" / "dl19" / "qrels.txt", "-m", "nDCG@10", "-m", "AP",
+                    "--format", "json")
+    assert by_id.returncode == 0 and by_file.returncode == 0, by_id.stderr + by_file.stderr
+    assert json.loads(by_id.stdout) == json.loads(by_file.stdout)
+    assert abs(json.loads(by_id.stdout)[0]["value"] - 0.5058) < 1e-4  # pyserini's published BM25 DL19 figure
+    assert "[INFO]" not in by_id.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rankk_cli.rerank.pipeline") is None,
+                    reason="`rankk rerank` not written yet")
+def test_cli_rerank_dry_run_reads_topics_and_docs_from_ir_datasets(irds_seeded, data, rankk):
+    run = data / "trec-dl" / "dl19" / "runs" / "bm25.trec"
+    proc = rankk("rerank", run, "--topics", DL19, "--docs", DL19, "--method", "rankk", "--model", "unused",
+                 "--dry-run", "--depth", "20")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = json.loads(proc.stdout.splitlines()[0])
+    _run, texts = docs.read_candidates(data / "trec-dl" / "dl19" / "candidates" / "bm25.jsonl")
+    request = json.dumps(first["request"], ensure_ascii=False)
+    top_doc = read_run(run).top(1).df
+    qid = first["qid"]
+    docid = top_doc[top_doc["qid"] == qid]["docid"].iloc[0]
+    assert json.dumps(texts[docid][:80], ensure_ascii=False)[1:-1] in request  # the passage came via the docstore
+    assert "[INFO]" not in proc.stderr and "Traceback" not in proc.stderr
