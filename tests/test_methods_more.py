@@ -4,6 +4,7 @@ generators driven by hand with fake completions (no engine). End-to-end runs thr
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -383,3 +384,95 @@ def test_method_options_are_typed_and_validated():
             method_options(rankr1_cls, bad)
     with pytest.raises(RankkError, match="--qrels: method 'rankk' takes no option"):
         method_options(METHODS.get("rankk"), [], qrels="q.txt")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# end to end: the rerank stage through real vLLM on the tiny random model (session engine, loaded once)
+
+
+@pytest.fixture
+def small3(tmp_path, data):
+    """3 DL19 queries x 12 BM25 candidates with text, + topics."""
+    import json
+
+    d = data / "trec-dl" / "dl19"
+    keep, seen = [], {}
+    for line in (d / "candidates" / "bm25.jsonl").read_text().splitlines():
+        obj = json.loads(line)
+        seen.setdefault(obj["qid"], 0)
+        if len(seen) <= 3 and seen[obj["qid"]] < 12:
+            seen[obj["qid"]] += 1
+            keep.append(line)
+    path = tmp_path / "cands.jsonl"
+    path.write_text("\n".join(keep) + "\n")
+    return path, d / "topics.tsv"
+
+
+E2E = {  # method -> (options, expected windows per query or None when data dependent)
+    "reasonrank": ((), 3),
+    "first": ((), 3),
+    "rankr1": (("num_child=3", "k=2"), None),
+    "prp": (("variant=sliding", "k=1"), 11),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(E2E))
+def test_tiny_vllm_end_to_end(method, small3, tmp_path, tiny_vllm, capsys):
+    import pandas as pd
+
+    from rankk_cli.docs import read_candidates
+    from rankk_cli.rerank.pipeline import rerank_command
+    from rankk_cli.runs import read_run
+
+    cands, topics = small3
+    opts, per_query = E2E[method]
+    out = tmp_path / f"{method}.trec"
+    kw = dict(run=cands, output=out, method=method, model=tiny_vllm.model, topics=str(topics), depth=12,
+              window=6, stride=3, max_tokens=24, force_max_tokens=16, truncate=48, engine_obj=tiny_vllm,
+              progress=False, fmt="json", method_opts=opts)
+    summary = rerank_command(**kw)
+    capsys.readouterr()
+    win = pd.read_parquet(Path(str(out) + ".windows.parquet"))
+    assert len(win) == summary["windows"] and sum(summary["outcomes"].values()) == len(win)
+    if per_query is not None:
+        assert len(win) == 3 * per_query
+    assert set(win["outcome"]) <= {"ok", "repaired", "forced", "failed"}
+    assert (win.loc[win["outcome"] != "ok", "repairs"].str.len() > 0).all()  # never silent
+    # batched across queries: every engine call carries one request per live query (3 here)
+    assert summary["requests"] >= 2 * summary["engine_calls"] > 0
+    assert (win["input_tokens"] > 0).all() and win["prompt_hash"].str.len().gt(0).all()
+    run = read_run(out)
+    assert set(run.df["tag"] if "tag" in run.df else ["rankk-" + method]) == {"rankk-" + method}
+    src = read_candidates(cands)[0]
+    for qid, group in run.df.groupby("qid", sort=False):
+        assert sorted(group.docid) == sorted(src.df[src.df.qid == qid].docid) and group.docid.is_unique
+    rerun = rerank_command(**{**kw, "output": tmp_path / "again.trec"})
+    # (identical passages can make a request repeat within the first run: those were cache hits already)
+    assert rerun["engine_calls"] == 0 and rerun["cache_hits"] == summary["requests"] + summary["cache_hits"]
+    assert (tmp_path / "again.trec").read_text() == out.read_text()
+
+
+def test_oracle_end_to_end_cli(rankk, data, tmp_path):
+    d = data / "trec-dl" / "dl19"
+    out = tmp_path / "oracle.trec"
+    proc = rankk("rerank", d / "candidates" / "bm25.jsonl", "--method", "oracle", "--qrels", d / "qrels.txt",
+                 "--topics", d / "topics.tsv", "-o", out, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert '"note": "oracle: reranked by the qrels' in proc.stdout
+    lines = out.read_text().splitlines()
+    assert {ln.split()[5] for ln in lines} == {"oracle"}
+    ev = rankk("eval", out, d / "runs" / "bm25.trec", "--qrels", d / "qrels.txt", "-m", "nDCG@10", "-m", "R@100",
+               "--format", "json")
+    assert ev.returncode == 0, ev.stderr
+    import json
+
+    res = {(r["run"], r["measure"]): r["value"] for r in json.loads(ev.stdout)}
+    # the ceiling beats BM25 at the top, and reranking the same 100 documents cannot change R@100
+    assert res[("oracle", "nDCG@10")] == pytest.approx(0.8922, abs=1e-4)
+    assert res[("bm25", "nDCG@10")] == pytest.approx(0.5058, abs=1e-4)
+    assert res[("oracle", "R@100")] == res[("bm25", "R@100")]
+    bad = rankk("rerank", d / "candidates" / "bm25.jsonl", "--method", "oracle", "--topics", d / "topics.tsv",
+                "-o", tmp_path / "x.trec")
+    assert bad.returncode == 2 and "needs relevance judgements: pass --qrels" in bad.stderr
+    assert not (tmp_path / "x.trec").exists()
