@@ -139,14 +139,19 @@ def compare(
     qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file or an ir_datasets id."),
     measures: List[str] = typer.Option(["nDCG@10"], "-m", "--measure", help="ir-measures measure, repeatable."),
     test: str = typer.Option("t", "--test", help="t | permutation | wilcoxon (paired)."),
-    correction: str = typer.Option("holm", "--correction", help="holm | bonferroni | none."),
+    correction: str = typer.Option("holm", "--correction", help="holm | bonferroni | none: applied over the "
+                                   "family of all (run, measure) comparisons in this call."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the marker."),
     permutations: int = typer.Option(10000, "--permutations", help="Resamples for --test permutation."),
     seed: int = typer.Option(42, "--seed", help="Seed for --test permutation."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of per-query deltas."),
     fmt: str = typer.Option("table", "--format", help="table | tsv | json | latex"),
 ):
-    """Compare runs with a baseline: means, deltas, paired tests, corrected p-values, win/tie/loss."""
+    """Compare runs with a baseline: means, deltas, paired tests, corrected p-values, win/tie/loss.
+
+    Per-query values use trec_eval -c (a judged query missing from a run scores 0). The p-value correction
+    covers the family of all (run, measure) comparisons made in one call.
+    """
     from rankk_cli.compare import compare_command
 
     compare_command(baseline=baseline, runs=runs, qrels=qrels, measures=measures,
