@@ -263,6 +263,30 @@ def write_outputs(outcome: RerankOutcome, output: Path, windows_path: Path, tag:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Send everything written to stdout (Python and C level) to stderr meanwhile, so that stdout carries only the
+    command's own output (the --format json summary); vLLM's logger writes to stdout."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no real fd 1 (embedded use): only swap the Python object
+        saved = None
+    if saved is not None:
+        os.dup2(2, 1)
+    old = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        sys.stdout = old
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
 def rerank_command(*, run: Path, output: Path | None, method: str, model: str, engine: str = "vllm",
                    depth: int = 100, window: int = 20, stride: int = 10, passes: int = 1,
                    truncate: int | None = None, docs: str | None = None, topics: str | None = None,
@@ -312,41 +336,43 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         return outcome.summary
 
     windows_path = Path(windows_out) if windows_out else Path(str(output) + WINDOWS_SUFFIX)
-    built = None
-    if engine_obj is None and not needs_engine:
-        engine_obj = NoEngine(model or "none", sampling, EngineOptions())
-    if engine_obj is None:
-        from rankk_cli.rerank.engines import ENGINES
+    with stdout_to_stderr():  # vLLM logs to stdout: keep stdout for our own output
+        built = None
+        if engine_obj is None and not needs_engine:
+            engine_obj = NoEngine(model or "none", sampling, EngineOptions())
+        if engine_obj is None:
+            from rankk_cli.rerank.engines import ENGINES
 
-        options = EngineOptions(tensor_parallel=tensor_parallel, max_model_len=max_model_len,
-                                gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls))
-        engine_obj = built = ENGINES.get(engine)(model, sampling, options)
-    saved_sampling = engine_obj.sampling
-    engine_obj.sampling = sampling  # an injected engine generates with this run's sampling (restored below)
-    from rankk_cli.rerank.cache import CallCache
+            options = EngineOptions(tensor_parallel=tensor_parallel, max_model_len=max_model_len,
+                                    gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls))
+            engine_obj = built = ENGINES.get(engine)(model, sampling, options)
+        saved_sampling = engine_obj.sampling
+        engine_obj.sampling = sampling  # an injected engine generates with this run's sampling (restored below)
+        from rankk_cli.rerank.cache import CallCache
 
-    cache = None if no_cache else CallCache()
-    truncate_fn = (lambda text: engine_obj.truncate(text, truncate)) if truncate else None
-    try:
-        outcome = rerank(run_table, texts, queries, method, engine_obj, config, cache=cache, progress=progress,
-                         truncate_fn=truncate_fn, method_options=opts)
-    except KeyboardInterrupt:
-        done = len(cache) if cache is not None else 0
-        sys.stderr.write(f"rankk rerank: interrupted; no output written. {done} finished engine requests are in the "
-                         "call cache: run the same command again to resume without repeating them.\n")
-        sys.stderr.flush()
-        raise SystemExit(130) from None
-    finally:
-        engine_obj.sampling = saved_sampling
-        if built is not None:
-            with contextlib.suppress(Exception):
-                built.close()
-    summary = {**outcome.summary, "output": str(output), "windows_file": str(windows_path),
-               "engine": engine_obj.name, "model": str(model), "sampling": asdict(sampling)}
-    tag = getattr(method_cls, "trec_tag", None) or f"rankk-{method}"  # oracle runs are tagged "oracle"
-    write_outputs(outcome, Path(output), windows_path, tag=tag)
+        cache = None if no_cache else CallCache()
+        truncate_fn = (lambda text: engine_obj.truncate(text, truncate)) if truncate else None
+        try:
+            outcome = rerank(run_table, texts, queries, method, engine_obj, config, cache=cache, progress=progress,
+                             truncate_fn=truncate_fn, method_options=opts)
+        except KeyboardInterrupt:
+            done = len(cache) if cache is not None else 0
+            sys.stderr.write(f"rankk rerank: interrupted; no output written. {done} finished engine requests are in "
+                             "the call cache: run the same command again to resume without repeating them.\n")
+            sys.stderr.flush()
+            raise SystemExit(130) from None
+        finally:
+            engine_obj.sampling = saved_sampling
+            if built is not None:
+                with contextlib.suppress(Exception):
+                    built.close()
+        summary = {**outcome.summary, "output": str(output), "windows_file": str(windows_path),
+                   "engine": engine_obj.name, "model": str(model), "sampling": asdict(sampling)}
+        tag = getattr(method_cls, "trec_tag", None) or f"rankk-{method}"  # oracle runs are tagged "oracle"
+        write_outputs(outcome, Path(output), windows_path, tag=tag)
     if fmt == "json":
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        sys.stdout.flush()
     else:
         _render_summary(summary)
     return summary
