@@ -233,29 +233,39 @@ def _blocks(qid_arrow) -> tuple[np.ndarray, np.ndarray] | None:
     return starts, heads
 
 
-def _tie_order(block: np.ndarray, score: np.ndarray, docid_arrow, perm: np.ndarray, descending: bool) -> np.ndarray:
-    """``perm`` (rows sorted by block, score desc) with tied scores re-ordered by docid (desc or asc)."""
+def _tie_orders(block: np.ndarray, score: np.ndarray, docid_arrow, perm: np.ndarray,
+                need_asc: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``perm`` (rows sorted by block, score desc) with tied scores ordered by docid descending (trec_eval), and,
+    when asked, ascending (ir_measures' msmarco/judged providers)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     b, s = block[perm], score[perm]
     tie = (b[1:] == b[:-1]) & (s[1:] == s[:-1])
     if not tie.any():
-        return perm
+        return perm, (perm if need_asc else None)
     in_tie = np.zeros(len(perm), dtype=bool)
     in_tie[1:] |= tie
     in_tie[:-1] |= tie
-    starts = np.zeros(len(perm), dtype=bool)
-    starts[0] = True
-    starts[1:] = ~tie
-    group = np.cumsum(starts)
     slots = np.flatnonzero(in_tie)
+    new_group = np.ones(len(slots), dtype=bool)
+    new_group[1:] = ~tie[slots[1:] - 1]
+    group = np.cumsum(new_group) - 1
     rows = perm[slots]
-    table = pa.table({"g": group[slots], "d": docid_arrow.take(pa.array(rows))})
-    order = pc.sort_indices(table, sort_keys=[("g", "ascending"), ("d", "descending" if descending else "ascending")])
-    out = perm.copy()
-    out[slots] = rows[order.to_numpy()]
-    return out
+    table = pa.table({"g": group, "d": docid_arrow.take(pa.array(rows))})
+    order = pc.sort_indices(table, sort_keys=[("g", "ascending"), ("d", "descending")]).to_numpy()
+    desc = perm.copy()
+    desc[slots] = rows[order]
+    if not need_asc:
+        return desc, None
+    # docids are unique within a query, so ascending order is each tie group reversed
+    first = np.flatnonzero(new_group)
+    last = np.append(first[1:], len(slots)) - 1
+    k = np.arange(len(slots))
+    mirrored = first[group] + last[group] - k
+    asc = perm.copy()
+    asc[slots] = rows[order[mirrored]]
+    return desc, asc
 
 
 @dataclass
@@ -318,10 +328,10 @@ def _rank(df: pd.DataFrame, qrels: Qrels, need_asc: bool) -> _Ranked:
     block_len = np.bincount(block, minlength=nblocks).astype(np.int64)
     block_start = np.concatenate([[0], np.cumsum(block_len)[:-1]]).astype(np.int64)
     out_grades = {}
-    perm_desc = _tie_order(block, score, docid_arrow, perm, descending=True)
+    perm_desc, perm_asc = _tie_orders(block, score, docid_arrow, perm, need_asc)
     out_grades["desc"] = grade[perm_desc]
-    if need_asc:
-        out_grades["asc"] = grade[_tie_order(block, score, docid_arrow, perm, descending=False)]
+    if perm_asc is not None:
+        out_grades["asc"] = grade[perm_asc]
     block_sorted = block[perm]
     pos = np.arange(n, dtype=np.int64) - block_start[block_sorted]
     return _Ranked(nblocks, block_qidx, block_len, block_sorted, pos, out_grades)
@@ -369,9 +379,9 @@ def _fast_values(measure, ranked: _Ranked, qrels: Qrels, cache: dict) -> np.ndar
             cache[key] = per_query(np.bincount(qrels.qidx, weights=(qrels.grade >= rel).astype(float), minlength=nq))
         return cache[key]
 
-    relevant = np.nan_to_num(grade, nan=-1.0) >= rel
+    relevant = grade >= rel  # NaN (unjudged) compares False
     if name == "nDCG":
-        gain = np.where(np.nan_to_num(grade, nan=0.0) > 0, grade, 0.0)
+        gain = np.where(grade > 0, grade, 0.0)
         dcg = np.bincount(block, weights=np.where(within, gain / np.log2(pos + 2.0), 0.0), minlength=nb)
         idcg = per_query(_ideal_dcg(qrels, cutoff))
         return np.divide(dcg, idcg, out=dcg.copy(), where=idcg > 0)
@@ -638,7 +648,8 @@ def render(results: list[EvalResult], fmt: str, per_query: bool, out=None) -> No
                           end_section=True)
         else:
             table.add_row(r.run, *(_fmt(r.aggregates[m]) for m in r.measures))
-    Console(file=out, soft_wrap=True).print(table)
+    tty = getattr(out, "isatty", lambda: False)()
+    Console(file=out, soft_wrap=True, width=None if tty else 500).print(table)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,376 @@
+"""``rankk compare``: paired significance tests of runs against a baseline, per measure.
+
+Per (run, measure): both means, the delta, a two-sided paired p-value (t-test, paired randomisation or Wilcoxon
+signed-rank), the p-value corrected for multiple testing over the *family of all (run, measure) comparisons*
+made in one call (Holm or Bonferroni), win/tie/loss counts over queries and a significance marker.
+
+Per-query values come from ``rankk_cli.evaluate`` with trec_eval ``-c`` semantics: every judged query counts, a
+query missing from a run scores 0, so all vectors are aligned on the same query list.
+
+Library use (``rankk report`` and notebooks): ``paired_test``, ``permutation_test``, ``correct``,
+``win_tie_loss``, ``compare_results`` (rows from ``EvalResult`` objects) and ``plot_deltas``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from rankk_cli.errors import RankkError
+
+TESTS = {"t": "paired t-test", "permutation": "paired randomisation test", "wilcoxon": "Wilcoxon signed-rank test"}
+CORRECTIONS = {"holm": "Holm", "bonferroni": "Bonferroni", "none": "no"}
+TIE_TOLERANCE = 1e-12  # per-query deltas this small count as ties (float noise between identical rankings)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# statistics
+
+
+def permutation_test(a, b, permutations: int = 10000, seed: int = 42) -> float:
+    """Two-sided paired randomisation test of mean(b - a) = 0 (random sign flips of the per-query deltas).
+
+    With 2**n <= permutations every sign pattern is enumerated (an exact p-value); otherwise ``permutations``
+    random patterns are drawn with ``seed`` and p = (hits + 1) / (permutations + 1).
+    """
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    n = len(d)
+    if n == 0 or np.all(np.abs(d) <= TIE_TOLERANCE):
+        return 1.0
+    observed = abs(d.mean())
+    eps = 1e-12 * max(1.0, observed)
+    if n < 63 and 2 ** n <= permutations:
+        codes = np.arange(2 ** n, dtype=np.int64)[:, None]
+        signs = 1.0 - 2.0 * ((codes >> np.arange(n)) & 1)
+        means = np.abs(signs @ d) / n
+        return float(np.mean(means >= observed - eps))
+    rng = np.random.default_rng(seed)
+    hits, done, chunk = 0, 0, max(1, min(permutations, 2_000_000 // max(n, 1)))
+    while done < permutations:
+        k = min(chunk, permutations - done)
+        signs = rng.integers(0, 2, size=(k, n), dtype=np.int8) * 2 - 1
+        hits += int(np.count_nonzero(np.abs(signs @ d) / n >= observed - eps))
+        done += k
+    return (hits + 1) / (permutations + 1)
+
+
+def paired_test(a, b, test: str = "t", permutations: int = 10000, seed: int = 42) -> float:
+    """Two-sided p-value that runs ``a`` and ``b`` (aligned per-query values) have the same mean.
+
+    Degenerate cases are defined, never NaN: no difference at all -> 1.0; a constant non-zero difference -> 0.0
+    for the t-test (zero variance, infinite t).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired_test needs two aligned 1-d vectors, got shapes {a.shape} and {b.shape}")
+    d = b - a
+    if len(d) == 0 or np.all(np.abs(d) <= TIE_TOLERANCE):
+        return 1.0
+    if test == "permutation":
+        return permutation_test(a, b, permutations, seed)
+    from scipy import stats
+
+    if test == "t":
+        if len(d) < 2:
+            return 1.0
+        if np.all(d == d[0]):
+            return 0.0
+        p = stats.ttest_rel(b, a).pvalue
+    elif test == "wilcoxon":
+        p = stats.wilcoxon(b, a).pvalue
+    else:
+        raise ValueError(f"unknown test {test!r}; expected one of {', '.join(TESTS)}")
+    p = float(p)
+    return 1.0 if math.isnan(p) else min(1.0, max(0.0, p))
+
+
+def correct(pvalues, method: str = "holm") -> np.ndarray:
+    """Family-wise corrected p-values: Holm's step-down, Bonferroni, or none (capped at 1)."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    m = len(p)
+    if method == "none" or m == 0:
+        return p.copy()
+    if method == "bonferroni":
+        return np.minimum(1.0, p * m)
+    if method == "holm":
+        order = np.argsort(p, kind="stable")
+        adjusted = np.empty(m)
+        running = 0.0
+        for i, idx in enumerate(order):
+            running = max(running, min(1.0, (m - i) * p[idx]))
+            adjusted[idx] = running
+        return adjusted
+    raise ValueError(f"unknown correction {method!r}; expected one of {', '.join(CORRECTIONS)}")
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm-adjusted p-values (``correct(pvalues, "holm")``)."""
+    return correct(pvalues, "holm")
+
+
+def bonferroni(pvalues) -> np.ndarray:
+    """Bonferroni-adjusted p-values (``correct(pvalues, "bonferroni")``)."""
+    return correct(pvalues, "bonferroni")
+
+
+def win_tie_loss(a, b, tolerance: float = TIE_TOLERANCE) -> tuple[int, int, int]:
+    """Queries where ``b`` beats, ties with, loses to ``a``."""
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    wins = int(np.count_nonzero(d > tolerance))
+    losses = int(np.count_nonzero(d < -tolerance))
+    return wins, len(d) - wins - losses, losses
+
+
+# ----------------------------------------------------------------------------------------------------------
+# comparison rows
+
+
+@dataclass
+class ComparisonRow:
+    run: str
+    baseline: str
+    measure: str
+    n: int
+    baseline_mean: float
+    mean: float
+    delta: float
+    p_value: float
+    p_corrected: float
+    test: str
+    correction: str
+    wins: int
+    ties: int
+    losses: int
+    significant: bool
+
+    @property
+    def marker(self) -> str:
+        return "*" if self.significant else ""
+
+
+def _aligned(baseline, other, measure: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query vectors of one measure on the baseline's query list (queries a run lacks score 0)."""
+    j_base = baseline.measures.index(measure)
+    j_other = other.measures.index(measure)
+    a = np.asarray(baseline.values[:, j_base], dtype=np.float64)
+    if list(other.qids) == list(baseline.qids):
+        return a, np.asarray(other.values[:, j_other], dtype=np.float64)
+    where = {q: i for i, q in enumerate(other.qids)}
+    b = np.array([other.values[where[q], j_other] if q in where else 0.0 for q in baseline.qids])
+    return a, b
+
+
+def compare_results(baseline, others: Sequence, measures: Sequence[str] | None = None, test: str = "t",
+                    correction: str = "holm", alpha: float = 0.05, permutations: int = 10000,
+                    seed: int = 42) -> list[ComparisonRow]:
+    """Rows for every (run, measure) of ``others`` against ``baseline`` (``EvalResult`` objects, trec_eval -c).
+
+    The correction runs over the whole family of (run, measure) comparisons returned.
+    """
+    if test not in TESTS:
+        raise ValueError(f"unknown test {test!r}")
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}")
+    measures = list(measures or baseline.measures)
+    rows = []
+    for other in others:
+        for m in measures:
+            a, b = _aligned(baseline, other, m)
+            w, t, l = win_tie_loss(a, b)
+            rows.append(ComparisonRow(
+                run=other.run, baseline=baseline.run, measure=m, n=len(a),
+                baseline_mean=float(a.mean()) if len(a) else float("nan"),
+                mean=float(b.mean()) if len(b) else float("nan"),
+                delta=float((b - a).mean()) if len(a) else float("nan"),
+                p_value=paired_test(a, b, test, permutations, seed), p_corrected=float("nan"),
+                test=test, correction=correction, wins=w, ties=t, losses=l, significant=False))
+    adjusted = correct([r.p_value for r in rows], correction)
+    for r, p in zip(rows, adjusted):
+        r.p_corrected = float(p)
+        r.significant = bool(p < alpha)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------
+# plot
+
+
+def plot_deltas(baseline, others: Sequence, measures: Sequence[str], rows: Sequence[ComparisonRow],
+                path: str | Path) -> Path:
+    """PNG of per-query deltas: one panel per (run, measure), sorted bars, wins green, losses red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rankk_cli.runs import atomic_path
+
+    path = Path(path)
+    by_key = {(r.run, r.measure): r for r in rows}
+    nrows, ncols = len(others), len(measures)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.8 * ncols, 4.0 * nrows), squeeze=False)
+    for i, other in enumerate(others):
+        for j, m in enumerate(measures):
+            ax = axes[i][j]
+            a, b = _aligned(baseline, other, m)
+            d = np.sort(b - a)[::-1]
+            colours = np.where(d > TIE_TOLERANCE, "#2e7d32", np.where(d < -TIE_TOLERANCE, "#c62828", "#9e9e9e"))
+            x = np.arange(len(d))
+            ax.bar(x, d, width=0.85, color=colours, edgecolor="none")
+            ax.axhline(0.0, color="black", linewidth=0.8)
+            row = by_key.get((other.run, m))
+            mean = float(d.mean()) if len(d) else 0.0
+            ax.axhline(mean, color="#1565c0", linestyle="--", linewidth=1.2)
+            ax.annotate(f"mean Δ = {mean:+.4f}", xy=(len(d) - 1 if len(d) else 0, mean), xytext=(0, 4),
+                        textcoords="offset points", ha="right", va="bottom", color="#1565c0", fontsize=9)
+            title = f"{other.run} vs {baseline.run}: {m}"
+            if row is not None:
+                corr = "" if row.correction == "none" else f", {CORRECTIONS[row.correction]}-corrected"
+                title += (f"\nwins/ties/losses {row.wins}/{row.ties}/{row.losses}, "
+                          f"p = {row.p_corrected:.3g}{corr}{' *' if row.significant else ''}")
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel(f"queries ({len(d)}), sorted by Δ")
+            ax.set_ylabel(f"Δ {m} (run − baseline)")
+            ax.set_xlim(-0.5, max(len(d), 1) - 0.5)
+            lim = max(float(np.abs(d).max()) if len(d) else 0.0, 1e-3) * 1.15
+            ax.set_ylim(-lim, lim)
+            ax.grid(axis="y", alpha=0.3)
+    from matplotlib.patches import Patch
+
+    axes[0][0].legend(handles=[Patch(color="#2e7d32", label="run better"), Patch(color="#c62828", label="baseline better")],
+                      loc="lower left", fontsize=8, frameon=False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# rendering
+
+
+def _p(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
+        text = text.replace(a, b)
+    return text
+
+
+def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None) -> None:
+    out = out or sys.stdout
+    if fmt == "json":
+        out.write(json.dumps([{**asdict(r), "marker": r.marker} for r in rows], indent=1) + "\n")
+        return
+    if fmt == "tsv":
+        cols = ["run", "baseline", "measure", "n", "baseline_mean", "mean", "delta", "p_value", "p_corrected",
+                "test", "correction", "wins", "ties", "losses", "significant"]
+        lines = ["\t".join(cols)]
+        for r in rows:
+            d = asdict(r)
+            lines.append("\t".join(f"{d[c]:.6g}" if isinstance(d[c], float) else str(d[c]) for c in cols))
+        out.write("\n".join(lines) + "\n")
+        return
+    if not rows:
+        return
+    first = rows[0]
+    caption = (f"{TESTS[first.test]}, {CORRECTIONS[first.correction]} correction over {len(rows)} comparisons; "
+               f"* corrected p < {alpha:g}; n = {first.n} queries (trec_eval -c)")
+    if fmt == "latex":
+        measures = list(dict.fromkeys(r.measure for r in rows))
+        runs = list(dict.fromkeys(r.run for r in rows))
+        cell = {(r.run, r.measure): r for r in rows}
+        lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * len(measures) + "}", r"\toprule",
+                 "Run & " + " & ".join(_latex_escape(m) for m in measures) + r" \\", r"\midrule",
+                 _latex_escape(first.baseline) + " (baseline) & "
+                 + " & ".join(f"{cell[(runs[0], m)].baseline_mean:.4f}" for m in measures) + r" \\"]
+        for run in runs:
+            cells = []
+            for m in measures:
+                r = cell[(run, m)]
+                mark = r"$^{*}$" if r.significant else ""
+                cells.append(f"{r.mean:.4f}{mark} ({r.delta:+.4f})")
+            lines.append(_latex_escape(run) + " & " + " & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}",
+                  r"\caption{" + _latex_escape(f"Mean (delta vs {first.baseline}). " + caption) + "}",
+                  r"\end{table}"]
+        out.write("\n".join(lines) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"baseline: {first.baseline}", caption=caption)
+    for name, justify in (("run", "left"), ("measure", "left"), ("baseline", "right"), ("mean", "right"),
+                          ("Δ", "right"), ("p", "right"), (f"p ({first.correction})", "right"),
+                          ("W/T/L", "right"), ("sig", "center")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    for r in rows:
+        style = ("green" if r.delta > 0 else "red") if r.significant else None
+        table.add_row(r.run, r.measure, f"{r.baseline_mean:.4f}", f"{r.mean:.4f}", f"{r.delta:+.4f}", _p(r.p_value),
+                      _p(r.p_corrected), f"{r.wins}/{r.ties}/{r.losses}", r.marker, style=style)
+    console = Console(file=out, soft_wrap=True, width=None if getattr(out, "isatty", lambda: False)() else 200)
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the command
+
+
+def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: Sequence[str], test: str = "t",
+                    correction: str = "holm", alpha: float = 0.05, permutations: int = 10000, seed: int = 42,
+                    plot: Path | None = None, fmt: str = "table") -> list[ComparisonRow]:
+    from rankk_cli.errors import file_error
+    from rankk_cli.evaluate import QrelsSource, evaluate_path, note, parse_measures, report_coverage
+    from rankk_cli.runs import run_name
+
+    if not 0.0 < alpha < 1.0:
+        raise RankkError(f"--alpha: expected a number between 0 and 1, found {alpha}")
+    if permutations < 1:
+        raise RankkError(f"--permutations: expected a positive number, found {permutations}")
+    if not runs:
+        raise RankkError("compare: expected at least one run besides the baseline, found none")
+    if plot is not None and Path(plot).is_dir():
+        raise file_error(plot, None, "expected a PNG file name for --plot, found a directory")
+    parsed = parse_measures(measures)
+    paths = [Path(baseline), *map(Path, runs)]
+    for path in paths:
+        if not path.is_file():
+            raise file_error(path, None, "no such run file" if not path.exists()
+                             else "expected a run file, found a directory")
+    names, taken = [], set()
+    for path in paths:
+        name = run_name(path)
+        if name in taken:
+            name = str(path)
+        taken.add(name)
+        names.append(name)
+    source = QrelsSource(qrels)
+    results = []
+    for path, name in zip(paths, names):
+        result = evaluate_path(path, source, parsed, run_queries_only=False, name=name)
+        if result.cached:
+            note(f"{name}: reused cached results")
+        report_coverage(result, qrels, run_queries_only=False)
+        results.append(result)
+    if not results[0].qids:
+        raise RankkError(f"{qrels}: expected judged queries to compare on, found none")
+    rows = compare_results(results[0], results[1:], [str(m) for m in parsed], test, correction, alpha,
+                           permutations, seed)
+    if plot is not None:
+        plot_deltas(results[0], results[1:], [str(m) for m in parsed], rows, plot)
+        note(f"wrote {plot}")
+    render(rows, fmt, alpha)
+    return rows
