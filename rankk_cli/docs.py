@@ -263,12 +263,28 @@ def is_candidates_file(path: str | Path) -> bool:
         except Exception:
             return False
         return {"qid", "docid", "text"} <= set(names)
+    obj = _first_json_object(path)
+    return obj is not None and {"qid", "docid"} <= set(obj)
+
+
+def _first_json_object(path: Path) -> dict | None:
+    """The first non-blank line of a (possibly gzipped) JSONL file as a dict, reading only that far; None when
+    it cannot be read or parsed (the full parser then names the problem)."""
+    import gzip
+
     try:
-        for _lineno, obj in _json_lines(path, "file"):
-            return {"qid", "docid"} <= set(obj)
-    except RankkError:
-        return False
-    return False
+        with open(path, "rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+        opener = gzip.open if gzipped else open
+        with opener(path, "rb") as fh:
+            for raw in fh:
+                line = raw.decode("utf-8-sig").strip()
+                if line:
+                    obj = json.loads(line)
+                    return obj if isinstance(obj, dict) else None
+    except (OSError, EOFError, ValueError, UnicodeDecodeError):
+        return None
+    return None
 
 
 def read_candidates(path: str | Path) -> tuple[Run, dict[str, str]]:

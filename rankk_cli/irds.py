@@ -216,8 +216,14 @@ def load_qrels(spec: str) -> pd.DataFrame:
     if not qids:
         raise RankkError(f"ir_datasets id {spec!r}: its qrels are empty")
     df = pd.DataFrame({"qid": qids, "docid": docids, "relevance": np.array(rels, dtype=np.int64)})
-    # ir_datasets may repeat a judgement (e.g. several iterations); keep the last, as trec_eval does
-    return df.drop_duplicates(["qid", "docid"], keep="last").reset_index(drop=True)
+    dup = df.duplicated(["qid", "docid"], keep="last")
+    if dup.any():
+        # a qrels file of our own with repeats is an error; a published dataset's is not ours to fix: say so
+        first = df[dup].iloc[0]
+        sys.stderr.write(f"rankk: warning: ir_datasets id {spec!r}: {int(dup.sum())} repeated (qid, docid) "
+                         f"judgement(s), e.g. qid {first['qid']!r} docid {first['docid']!r}; keeping the last\n")
+        df = df[~dup].reset_index(drop=True)
+    return df
 
 
 _OPEN_STORES: list = []

@@ -119,6 +119,19 @@ def test_seeded_queries_and_qrels_equal_the_shared_files(irds_seeded, data):
     assert qrels == want.values.tolist() and dtype == "int64"
 
 
+def test_repeated_judgements_in_a_dataset_are_reported_not_silent(irds_seeded):
+    qrels = irds_seeded / "trec-dl-2019" / "qrels"
+    first = qrels.read_text().splitlines()[0].split()
+    with open(qrels, "a") as fh:
+        fh.write(f"{first[0]} Q0 {first[2]} 3\n")
+    (n, rel), err = fresh(
+        "from rankk_cli import irds\n"
+        f"r = irds.load_qrels({DL19!r})\n"
+        f"print(json.dumps([len(r), int(r[(r.qid == {first[0]!r}) & (r.docid == {first[2]!r})].relevance.iloc[0])]))")
+    assert n == 9260 and rel == 3  # the later judgement wins (as in pytrec_eval, whose qrels are a dict)
+    assert f"1 repeated (qid, docid) judgement(s), e.g. qid '{first[0]}' docid '{first[2]}'; keeping the last" in err
+
+
 def test_seeded_dl20_judged_filters_to_judged_topics(irds_seeded, data):
     (judged_topics, all_topics), _ = fresh(
         "from rankk_cli import irds\n"
