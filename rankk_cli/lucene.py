@@ -317,8 +317,8 @@ def index_for_corpus(corpus: str | Path, cache_dir: str | Path, threads: int = 2
     dest = Path(cache_dir) / digest
     if is_lucene_index(dest):
         return IndexResult(dest, docs=-1, seconds=0.0, built=False)
+    start = time.perf_counter()  # the reported time covers validation and indexing
     stats = validate_corpus(corpus)
-    start = time.perf_counter()
     status_cm = console.status(f"indexing {stats.docs:,} docs from {corpus.name}") if console else \
         contextlib.nullcontext()
     with status_cm as status:
