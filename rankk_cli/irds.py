@@ -10,6 +10,9 @@ reaches stdout.
 ir_datasets fixes its home folder when it is first imported: IR_DATASETS_HOME must be set before that (the CLI
 runs each command in a fresh process, so setting it in the shell is enough).
 
+Not thread-safe: while ir_datasets runs, sys.stdout/sys.stderr are redirected process-wide (call it before
+starting threads that print, as the pipeline does when it loads its inputs).
+
 ``is_dataset_id`` is cheap for things that look like file paths: it does not import ir_datasets for them.
 """
 

@@ -14,6 +14,11 @@ etc/downloads.json; base path = ``$IR_DATASETS_HOME/msmarco-passage``):
   8.8M. The docstore (``collection.tsv.pklz4``) is built from it by ir_datasets on first ``docs_store().get``.
 - ``irds_version.txt`` = ``v2`` -- otherwise ir_datasets' Migrator DELETES collection.tsv before first use.
 
+ir_datasets fixes its home folder when it is first imported (msmarco_passage computes its base path at import),
+so code that must see a test's seeded IR_DATASETS_HOME has to run in a fresh process: the `rankk` CLI fixture,
+or a `python -c` subprocess (see `fresh()` in tests/test_sources.py). In-process calls in a pytest worker use
+whichever home was set when ir_datasets was first imported there.
+
 The judged subsets (``trec-dl-2019/judged``) filter the queries by the qrels' qids, so the 43 (DL19) / 54 (DL20)
 judged topics in the shared data are exactly what ir_datasets would return. The unfiltered ``trec-dl-2019`` id
 will also see only those topics (the shared data does not carry the 200 unjudged ones).
