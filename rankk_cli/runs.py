@@ -411,7 +411,8 @@ def read_parquet_run(path: str | Path, name: str | None = None) -> Run:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise file_error(path, row + 1, f"expected a finite score, found {df['score'].iloc[row]!r} (row {row + 1})")
-    _check_duplicates(df, path, None)
+    if not _unique_docs_fast(df):
+        _check_duplicates(df, path, None)
     df = rerank_positions(order_run(df))
     return Run(df, name or run_name(path), meta)
 
