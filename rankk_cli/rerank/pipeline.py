@@ -238,7 +238,8 @@ def _tokenizer_truncate(model: str, n: int):
 
     def truncate(text: str) -> str:
         ids = tok.encode(text, add_special_tokens=False)
-        return text if len(ids) <= n else tok.decode(ids[:n])
+        # a cut inside a multi-byte character decodes to U+FFFD (more tokens once re-encoded): drop it
+        return text if len(ids) <= n else tok.decode(ids[:n]).rstrip("\ufffd")
 
     return truncate
 

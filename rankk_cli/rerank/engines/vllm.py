@@ -94,7 +94,8 @@ class VLLMEngine(Engine):
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         if len(ids) <= max_tokens:
             return text
-        return self.tokenizer.decode(ids[:max_tokens])
+        # a cut inside a multi-byte character decodes to U+FFFD, which re-encodes to MORE tokens: drop it
+        return self.tokenizer.decode(ids[:max_tokens]).rstrip("\ufffd")
 
     def render(self, request: Request) -> list[int]:
         """Token ids of a request's prompt: raw text as the model's tokenizer encodes it, or the chat template
