@@ -1,0 +1,261 @@
+"""Fault injection ("nothing lost"): real processes, real files, real signals.
+
+1. kill and resume: ``rankk rerank`` on the tiny model (vLLM, CPU) is SIGKILLed at seeded random points and resumed
+   with the same command; the final run and windows file equal an uninterrupted run's (separate cache), nothing
+   half-written is ever visible, and over all attempts every request reached the engine's cache exactly once.
+2. concurrent writers: two rerank processes on one cache doing the same work at the same time: every chunk
+   readable, both outputs correct, and a third run of each makes 0 engine calls.
+3. server faults: ``--engine openai`` against a local fake server (``fault_server.py``) that drops connections,
+   answers 500/429 and stalls: bounded retries, failed windows recorded, a run whose calls all failed exits
+   non-zero without writing a "reranked" file, and a re-run against a healthy server makes only the missing calls.
+4. SIGINT: exits 130 promptly with a resume hint, no traceback; the re-run repeats nothing.
+
+Greedy decoding everywhere, so runs are deterministic and comparable byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from rankk_cli.rerank.engines.base import Completion, Engine, EngineOptions, Sampling
+from rankk_cli.rerank.pipeline import rerank_command
+
+# columns of OUT.windows.parquet that do not depend on timing, the cache or which attempt made the call
+DETERMINISTIC = ["qid", "pass", "start", "end", "docids", "prompt_hash", "raw", "forced_raw", "reasoning", "parsed",
+                 "ties", "outcome", "repairs", "input_tokens", "output_tokens", "score"]
+N_QUERIES, N_CANDS = 5, 10
+# depth 10, window 4, stride 2 -> 4 windows per query; the random tiny model is always cut off at 16 tokens, so
+# every window is a reply + a forced answer: 8 lockstep rounds, 8 engine calls, 40 requests
+VLLM_FLAGS = ["--method", "rankk", "--depth", "10", "--window", "4", "--stride", "2", "--max-tokens", "16",
+              "--force-max-tokens", "8", "--temperature", "0", "--max-model-len", "4096", "--format", "json"]
+PROC_TIMEOUT = 600  # seconds: a bound, never an assertion about speed
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def chunks(cache: Path) -> list[Path]:
+    return sorted((cache / "calls").glob("chunk-*.parquet")) if (cache / "calls").is_dir() else []
+
+
+def chunk_rows(cache: Path) -> list[dict]:
+    """Every row of every chunk; a chunk that does not read is a test failure (corruption)."""
+    rows = []
+    for path in chunks(cache):
+        rows.extend(pq.read_table(path).to_pylist())
+    return rows
+
+
+def windows_of(out: Path) -> pd.DataFrame:
+    df = pd.read_parquet(out if str(out).endswith(".windows.parquet") else Path(str(out) + ".windows.parquet"))
+    return df[DETERMINISTIC].map(lambda v: v.tolist() if hasattr(v, "tolist") else v)
+
+
+def assert_same_windows(out: Path, ref: Path) -> None:
+    got, want = windows_of(out), windows_of(ref)
+    assert len(got) == len(want)
+    pd.testing.assert_frame_equal(got, want)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temp files/dirs of atomic writes (all start with '.') left in ``folder``."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-m", "rankk_cli", *map(str, args)]
+
+
+def env_with(cache: Path, **extra) -> dict:
+    env = dict(os.environ)
+    env.update({"RANKK_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                "PYTHONUNBUFFERED": "1", "RANKK_CPU_KV_CACHE_GIB": "0.5"})
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def start(args: list[str], cache: Path, log: Path, **extra) -> subprocess.Popen:
+    """A rerank process; stderr (vLLM is chatty) goes to ``log`` so no pipe can fill up and block it."""
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+                            env=env_with(cache, **extra), start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = PROC_TIMEOUT) -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc.returncode, out
+
+
+class NoCallEngine(Engine):
+    """Stands in for ``--engine vllm --model M`` on a cached re-run: same cache keys, but any call is an error,
+    so a re-run through it proves the cache already held every request (no model is loaded)."""
+
+    name = "vllm"
+
+    def __init__(self, model: str):
+        super().__init__(model, Sampling(), EngineOptions())
+        self.requests = 0
+
+    def generate(self, requests):
+        self.requests += len(requests)
+        return [Completion("", "error", error="NoCallEngine: a cached re-run must not call the engine")
+                for _ in requests]
+
+
+def cached_rerun(run: Path, out: Path, model: str, topics: Path) -> tuple[dict, NoCallEngine]:
+    """The vLLM command (VLLM_FLAGS) again, in-process, answered only from this test's RANKK_CACHE."""
+    engine = NoCallEngine(model)
+    summary = rerank_command(run=run, output=out, method="rankk", model=model, depth=10, window=4, stride=2,
+                             max_tokens=16, force_max_tokens=8, temperature=0.0, topics=str(topics),
+                             engine_obj=engine, progress=False, fmt="json")
+    return summary, engine
+
+
+# ---------------------------------------------------------------------------------------------- vLLM fixtures
+
+
+@pytest.fixture(scope="module")
+def cands(tmp_path_factory, data) -> Path:
+    """N_QUERIES DL19 queries x top N_CANDS candidates with text (a candidates JSONL)."""
+    src = data / "trec-dl" / "dl19" / "candidates" / "bm25.jsonl"
+    keep, seen = [], {}
+    for line in src.read_text().splitlines():
+        qid = json.loads(line)["qid"]
+        if qid not in seen and len(seen) == N_QUERIES:
+            continue
+        seen[qid] = seen.get(qid, 0) + 1
+        if seen[qid] <= N_CANDS:
+            keep.append(line)
+    path = tmp_path_factory.mktemp("faults-input") / "cands.jsonl"
+    path.write_text("\n".join(keep) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def topics(data) -> Path:
+    return data / "trec-dl" / "dl19" / "topics.tsv"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cands, topics, tiny_model) -> dict:
+    """One uninterrupted run with its own cache: the expected outputs, request keys and request count."""
+    root = tmp_path_factory.mktemp("faults-reference")
+    cache, out = root / "cache", root / "ref.trec"
+    proc = start(cli("rerank", cands, "-o", out, "--model", tiny_model, "--topics", topics, *VLLM_FLAGS), cache,
+                 root / "stderr.txt")
+    rc, stdout = finish(proc)
+    assert rc == 0, (root / "stderr.txt").read_text()[-3000:]
+    summary = json.loads(stdout)
+    rows = chunk_rows(cache)
+    keys = {r["key"] for r in rows}
+    assert summary["windows"] == N_QUERIES * 4 and summary["engine_calls"] >= 2
+    assert len(rows) == len(keys) == summary["requests"]  # no request sent twice within one run
+    return {"out": out, "summary": summary, "keys": keys, "chunks": len(chunks(cache)), "model": str(tiny_model)}
+
+
+# ---------------------------------------------------------------------------------------------- 1. kill and resume
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path, cands, topics, reference):
+    rng = random.Random(20261123)
+    cache = Path(os.environ["RANKK_CACHE"])
+    outdir = tmp_path / "runs"
+    outdir.mkdir()
+    out = outdir / "killed.trec"
+    win = Path(str(out) + ".windows.parquet")
+    args = cli("rerank", cands, "-o", out, "--model", reference["model"], "--topics", topics, *VLLM_FLAGS)
+    kills = []  # (delay, chunks before, chunks after, returncode)
+    for attempt in range(3):
+        before = len(chunks(cache))
+        log = tmp_path / f"attempt{attempt}.txt"
+        proc = start(args, cache, log)
+        # wait (bounded) until this attempt has written a new chunk -- the model is loaded and generating --
+        # then let it run a seeded random while longer and SIGKILL it (no handler can run, no cleanup)
+        deadline = time.monotonic() + PROC_TIMEOUT
+        while len(chunks(cache)) <= before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        delay = rng.uniform(0.0, 1.0)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        rc, _ = finish(proc)
+        kills.append((round(delay, 2), before, len(chunks(cache)), rc))
+        # nothing half-written: each output is absent or complete (a kill may land after a rename)
+        if out.exists():
+            assert out.read_text() == reference["out"].read_text()
+        if win.exists():
+            assert_same_windows(win, reference["out"])
+        for row in chunk_rows(cache):  # every chunk readable, whatever moment the kill hit
+            assert row["key"] in reference["keys"]
+        if rc == 0:
+            break
+        assert rc == -signal.SIGKILL, log.read_text()[-3000:]
+    midrun = [k for k in kills if k[3] == -signal.SIGKILL and 0 < k[2] < reference["chunks"]]
+    assert midrun, f"no kill landed between the first and the last engine call: {kills}"
+
+    # resume with the same command until it succeeds (bounded)
+    log = tmp_path / "final.txt"
+    rc, stdout = finish(start(args, cache, log))
+    assert rc == 0, log.read_text()[-3000:]
+    summary = json.loads(stdout)
+    assert out.read_text() == reference["out"].read_text()
+    assert_same_windows(out, reference["out"])
+    assert leftovers(outdir) == [], "temp files left in the output folder"
+    # engine calls over ALL attempts: each chunk row is one finished completion -> every request exactly once
+    rows = chunk_rows(cache)
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)) == reference["summary"]["requests"], kills
+    assert set(keys) == reference["keys"]
+    assert summary["cache_hits"] + summary["requests"] == reference["summary"]["requests"]
+    assert summary["cache_hits"] > 0
+    print(f"kills (delay s, chunks before, chunks after, rc): {kills}; final run: {summary['requests']} requests, "
+          f"{summary['cache_hits']} cache hits")
+
+
+# ---------------------------------------------------------------------------------------------- 2. concurrent writers
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_cache_without_loss_or_corruption(tmp_path, cands, topics, reference):
+    cache = Path(os.environ["RANKK_CACHE"])
+    outs = [tmp_path / "a.trec", tmp_path / "b.trec"]
+    procs = [start(cli("rerank", cands, "-o", o, "--model", reference["model"], "--topics", topics, *VLLM_FLAGS),
+                   cache, tmp_path / f"{o.stem}.txt") for o in outs]
+    results = [finish(p) for p in procs]
+    for (rc, _stdout), o in zip(results, outs):
+        assert rc == 0, (tmp_path / f"{o.stem}.txt").read_text()[-3000:]
+    summaries = [json.loads(s) for _rc, s in results]
+    for o in outs:  # both outputs correct
+        assert o.read_text() == reference["out"].read_text()
+        assert_same_windows(o, reference["out"])
+    rows = chunk_rows(cache)  # every chunk readable
+    keys = [r["key"] for r in rows]
+    assert set(keys) == reference["keys"]
+    # each process sent at most every request once; together no more than twice (a race on the same round)
+    assert all(s["requests"] <= reference["summary"]["requests"] for s in summaries)
+    assert len(keys) == sum(s["requests"] for s in summaries)
+    # no lost rows: a third run of each command is answered entirely from the cache
+    for o in outs:
+        again = tmp_path / f"again-{o.name}"
+        summary, engine = cached_rerun(cands, again, reference["model"], topics)
+        assert engine.requests == 0 and summary["engine_calls"] == 0
+        assert summary["cache_hits"] == reference["summary"]["requests"]
+        assert again.read_text() == o.read_text()
+    print(f"concurrent: requests sent {[s['requests'] for s in summaries]}, cache hits "
+          f"{[s['cache_hits'] for s in summaries]}, chunk rows {len(keys)} for {len(set(keys))} keys")
