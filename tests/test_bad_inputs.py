@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
