@@ -223,6 +223,10 @@ def _render_summary(summary: dict) -> None:
                   str(summary["cache_hits"]), f"{summary['input_tokens']:,}", f"{summary['output_tokens']:,}",
                   f"{summary['seconds']:.1f}")
     Console(stderr=True).print(table)
+    bad = o.get("failed", 0)
+    if bad:
+        where = f": see {summary['windows_file']}" if summary.get("windows_file") else ""
+        sys.stderr.write(f"warning: {bad} window(s) failed and kept their input order{where}\n")
     if summary.get("note"):
         sys.stderr.write(f"note: {summary['note']}\n")
 
@@ -337,6 +341,27 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         return outcome.summary
 
     windows_path = Path(windows_out) if windows_out else Path(str(output) + WINDOWS_SUFFIX)
+    try:
+        summary, _outcome = _with_engine(
+            run_table=run_table, texts=texts, queries=queries, method=method, method_cls=method_cls, model=model,
+            engine=engine, engine_obj=engine_obj, needs_engine=needs_engine, sampling=sampling, config=config,
+            opts=opts, truncate=truncate, no_cache=no_cache, progress=progress, output=output,
+            windows_path=windows_path, options=EngineOptions(
+                tensor_parallel=tensor_parallel, max_model_len=max_model_len,
+                gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls)))
+    except KeyboardInterrupt:  # while the model loads (interrupts during the run are handled inside)
+        sys.stderr.write("rankk rerank: interrupted while starting the engine; no output written.\n")
+        raise SystemExit(130) from None
+    _render_summary(summary)  # outcome counts always on stderr
+    if fmt == "json":
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        sys.stdout.flush()
+    return summary
+
+
+def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine, engine_obj, needs_engine,
+                 sampling, config, opts, truncate, no_cache, progress, output, windows_path, options):
+    """Build (or take) the engine, run the scheduler with the call cache, write the outputs."""
     with stdout_to_stderr():  # vLLM logs to stdout: keep stdout for our own output
         built = None
         if engine_obj is None and not needs_engine:
@@ -344,8 +369,6 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         if engine_obj is None:
             from rankk_cli.rerank.engines import ENGINES
 
-            options = EngineOptions(tensor_parallel=tensor_parallel, max_model_len=max_model_len,
-                                    gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls))
             engine_obj = built = ENGINES.get(engine)(model, sampling, options)
         saved_sampling = engine_obj.sampling
         engine_obj.sampling = sampling  # an injected engine generates with this run's sampling (restored below)
@@ -371,9 +394,4 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
                    "engine": engine_obj.name, "model": str(model), "sampling": asdict(sampling)}
         tag = getattr(method_cls, "trec_tag", None) or f"rankk-{method}"  # oracle runs are tagged "oracle"
         write_outputs(outcome, Path(output), windows_path, tag=tag)
-    if fmt == "json":
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-        sys.stdout.flush()
-    else:
-        _render_summary(summary)
-    return summary
+    return summary, outcome
