@@ -446,8 +446,13 @@ def evaluate(run, qrels: Qrels, measures: list, run_queries_only: bool = False) 
     slow = [m for m in measures if not fast_supported(m)]
     values = np.zeros((nq, len(measures)))
 
-    run_qids = pd.unique(df["qid"])
-    run_qid_arrow = _arrow_strings(pd.Series(run_qids, dtype=object))
+    found = _blocks(_arrow_strings(df["qid"])) if len(df) else None
+    if found is not None:  # the usual layout: each query's rows together; the block heads are the queries
+        run_qid_arrow = found[1]
+        run_qids = run_qid_arrow.to_pylist()
+    else:
+        run_qids = pd.unique(df["qid"])
+        run_qid_arrow = _arrow_strings(pd.Series(run_qids, dtype=object))
     in_qrels = pc.is_in(run_qid_arrow, value_set=pa.array(qrels.qids, pa.string())).to_numpy(zero_copy_only=False)
     unjudged = [str(q) for q, ok in zip(run_qids, in_qrels) if not ok]
     present = np.zeros(nq, dtype=bool)
