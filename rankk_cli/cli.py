@@ -85,6 +85,9 @@ def rerank(
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len"),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization"),
     base_url: List[str] = typer.Option([], "--base-url", help="OpenAI-compatible server URL, repeatable."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds per HTTP attempt (--engine openai)."),
+    max_retries: int = typer.Option(4, "--max-retries", help="Retries of a failed request: connection errors, "
+                                    "timeouts, 429, 5xx (--engine openai)."),
     windows_out: Optional[Path] = typer.Option(None, "--windows", help="Per-window Parquet "
                                                "(default: OUTPUT.windows.parquet)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every rendered request as JSON lines; no engine."),
@@ -103,7 +106,8 @@ def rerank(
                    force_max_tokens=force_max_tokens, tensor_parallel=tensor_parallel, max_model_len=max_model_len,
                    gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_url),
                    windows_out=windows_out, dry_run=dry_run, fmt=_choice(fmt, ("table", "json"), "--format"),
-                   no_cache=no_cache, qrels=qrels, method_opts=tuple(method_opt))
+                   no_cache=no_cache, qrels=qrels, method_opts=tuple(method_opt), timeout=timeout,
+                   max_retries=max_retries)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -175,6 +179,7 @@ def report(
     baseline: Optional[str] = typer.Option(None, "--baseline", help="System the markers test against "
                                            "(default: bm25 if present, else the first by name)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the markers."),
+    test: str = typer.Option("t", "--test", help="t | permutation | wilcoxon (paired, per query)."),
     correction: str = typer.Option("holm", "--correction", help="holm | bonferroni | none."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the Markdown table here "
                                           "(default: stdout)."),
@@ -187,7 +192,23 @@ def report(
 
     report_command(root, qrels=qrels, measures=measures, baseline=baseline, alpha=alpha,
                    correction=_choice(correction, ("holm", "bonferroni", "none"), "--correction"),
-                   output=output, latex=latex, plot_path=plot, no_cache=no_cache)
+                   output=output, latex=latex, plot_path=plot, no_cache=no_cache,
+                   test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# doctor
+
+
+@app.command()
+def doctor(
+    smoke: bool = typer.Option(False, "--smoke", help="Also rerank a few NovelEval queries with a tiny model "
+                               "built into the cache, end to end."),
+):
+    """Check this machine: Java, vLLM, GPU, the Anserini jar, MiniLM, model loading. Exit 1 if a required part is broken."""
+    from rankk_cli.doctor import doctor_command
+
+    raise typer.Exit(doctor_command(smoke_test=smoke))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ dataset x measure, then the rerank cost summed over datasets (requests sent to t
 tokens in/out, seconds; "-" for runs without a windows file, e.g. first-stage runs). Every cell of a non-baseline
 system carries a marker when a paired test against the baseline on that dataset and measure is significant after
 correction across the systems of that column: ``†`` significantly better, ``‡`` significantly worse. The best
-value of each column is bold. Paired tests and corrections come from ``rankk_cli.compare`` when it offers them,
-else scipy's paired t-test and Holm's step-down correction.
+value of each column is bold. Paired tests (t, permutation, wilcoxon) and corrections (Holm, Bonferroni, none)
+are ``rankk compare``'s own functions (``rankk_cli.compare.paired_test`` / ``correct``).
 
 The PNG has two histograms: rankings (windows / comparisons) generated per query, and reasoning length in words
 per window, one colour per reranked system.
@@ -92,68 +92,6 @@ def parse_qrels_specs(specs: Sequence[str], datasets: Sequence[str], root: Path)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# statistics (EVAL's compare.py when present)
-
-
-def paired_pvalues(base: np.ndarray, others: list[np.ndarray]) -> list[float]:
-    """Two-sided paired t-test p-value of each system against the baseline (1.0 when nothing differs)."""
-    try:
-        from rankk_cli import compare as compare_mod
-
-        fn = getattr(compare_mod, "paired_test", None)
-    except ImportError:
-        fn = None
-    out = []
-    for values in others:
-        diff = values - base
-        if not np.any(diff) or len(diff) < 2:
-            out.append(1.0)
-            continue
-        if fn is not None:
-            p = _call_compare_test(fn, base, values)
-            if p is not None:
-                out.append(p)
-                continue
-        from scipy import stats
-
-        p = float(stats.ttest_rel(values, base).pvalue)
-        out.append(1.0 if math.isnan(p) else p)
-    return out
-
-
-def _call_compare_test(fn, base, values) -> float | None:
-    try:
-        res = fn(base, values, test="t")
-    except TypeError:
-        return None
-    p = getattr(res, "pvalue", getattr(res, "p", res))
-    try:
-        return float(p)
-    except (TypeError, ValueError):
-        return None
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (monotone, capped at 1)."""
-    try:
-        from rankk_cli import compare as compare_mod
-
-        fn = getattr(compare_mod, "holm", None)
-        if fn is not None:
-            return [float(p) for p in fn(list(pvalues))]
-    except ImportError:
-        pass
-    m = len(pvalues)
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-# ----------------------------------------------------------------------------------------------------------
 # cost from the rerank windows files
 
 
@@ -203,6 +141,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     alpha: float = 0.05
     correction: str = "holm"
+    test: str = "t"
     queries: dict = field(default_factory=dict)  # dataset -> number of queries averaged
 
     def best(self, ds: str, m: str) -> float | None:
@@ -230,7 +169,8 @@ class Report:
 
     def legend(self) -> str:
         corr = {"holm": "Holm", "bonferroni": "Bonferroni", "none": "no"}[self.correction]
-        return (f"{BETTER}/{WORSE}: significantly better/worse than {self.baseline} (paired t-test, {corr} "
+        test = {"t": "t-test", "permutation": "permutation test", "wilcoxon": "Wilcoxon signed-rank test"}[self.test]
+        return (f"{BETTER}/{WORSE}: significantly better/worse than {self.baseline} (paired {test}, {corr} "
                 f"correction across systems per column, alpha {self.alpha}); best per column in bold; cost summed "
                 "over datasets from the rerank windows files.")
 
@@ -287,9 +227,16 @@ class Report:
 
 def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence[str] = ("nDCG@10",),
                  baseline: str | None = None, alpha: float = 0.05, correction: str = "holm",
-                 no_cache: bool = False) -> Report:
+                 no_cache: bool = False, test: str = "t") -> Report:
+    from rankk_cli.compare import correct, paired_test
     from rankk_cli.evaluate import QrelsSource, evaluate_path, parse_measures
 
+    if correction not in ("holm", "bonferroni", "none"):
+        raise RankkError(f"--correction: expected holm, bonferroni or none, found {correction!r}")
+    if test not in ("t", "permutation", "wilcoxon"):
+        raise RankkError(f"--test: expected t, permutation or wilcoxon, found {test!r}")
+    if not 0 < alpha < 1:
+        raise RankkError(f"--alpha: expected a level between 0 and 1, found {alpha}")
     root = Path(root)
     found = discover(root)
     datasets = list(found)
@@ -301,13 +248,9 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
         baseline = "bm25" if "bm25" in systems else systems[0]
     elif baseline not in systems:
         raise RankkError(f"--baseline: no system {baseline!r} in {root} (systems: {', '.join(systems)})")
-    if correction not in ("holm", "bonferroni", "none"):
-        raise RankkError(f"--correction: expected holm, bonferroni or none, found {correction!r}")
-    if not 0 < alpha < 1:
-        raise RankkError(f"--alpha: expected a level between 0 and 1, found {alpha}")
     # baseline first, the others in name order
     systems = [baseline] + [s for s in systems if s != baseline]
-    rep = Report(datasets, names, systems, baseline, alpha=alpha, correction=correction)
+    rep = Report(datasets, names, systems, baseline, alpha=alpha, correction=correction, test=test)
 
     for ds, runs in found.items():
         source = QrelsSource(qrels[ds])
@@ -325,13 +268,8 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
         for j, m in enumerate(names):
             b = base.per_query()[m]
             series = [results[s].per_query()[m].reindex(b.index).fillna(0.0).to_numpy() for s in others]
-            raw = paired_pvalues(b.to_numpy(), series)
-            if correction == "holm":
-                adj = holm(raw)
-            elif correction == "bonferroni":
-                adj = [min(1.0, p * len(raw)) for p in raw]
-            else:
-                adj = raw
+            raw = [paired_test(b.to_numpy(), vals, test=test) for vals in series]
+            adj = [float(p) for p in correct(raw, correction)]
             for s, vals, p in zip(others, series, adj):
                 rep.pvalues[(s, ds, m)] = p
                 if p < alpha:
@@ -422,10 +360,10 @@ def plot(rep: Report, path: Path) -> None:
 def report_command(root: Path, qrels: Sequence[str] = (), measures: Sequence[str] = ("nDCG@10",),
                    baseline: str | None = None, alpha: float = 0.05, correction: str = "holm",
                    output: Path | None = None, latex: Path | None = None, plot_path: Path | None = None,
-                   no_cache: bool = False) -> Report:
+                   no_cache: bool = False, test: str = "t") -> Report:
     from rankk_cli.runs import atomic_write_text
 
-    rep = build_report(root, qrels, measures, baseline, alpha, correction, no_cache)
+    rep = build_report(root, qrels, measures, baseline, alpha, correction, no_cache, test)
     md = rep.to_markdown()
     if output is not None:
         atomic_write_text(output, md)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 
 from rankk_cli.errors import RankkError
@@ -100,11 +99,12 @@ def test_report_cli_writes_markdown_latex_png(report_dir, data, rankk, tmp_path)
 
 
 def test_report_errors(tmp_path):
-    from rankk_cli.report import build_report, holm
+    from rankk_cli.report import build_report
 
     with pytest.raises(RankkError, match="found nothing"):
         build_report(tmp_path / "missing")
     (tmp_path / "empty" / "ds").mkdir(parents=True)
     with pytest.raises(RankkError, match="found none"):
         build_report(tmp_path / "empty")
-    assert np.allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    with pytest.raises(RankkError, match="--test"):
+        build_report(tmp_path / "empty", test="z")
