@@ -205,7 +205,7 @@ def doctor(
     smoke: bool = typer.Option(False, "--smoke", help="Also rerank a few NovelEval queries with a tiny model "
                                "built into the cache, end to end."),
 ):
-    """Check this machine: Java, vLLM, GPU, the Anserini jar, MiniLM, model loading. Exit 1 if a required part is broken."""
+    """Check this machine: Java, vLLM, GPU, Anserini jar, MiniLM, model loading (exit 1 if a required part fails)."""
     from rankk_cli.doctor import doctor_command
 
     raise typer.Exit(doctor_command(smoke_test=smoke))
