@@ -1,0 +1,289 @@
+"""The openai engine: retries/backoff against a scripted fault server, and real use against vLLM's server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from rankk_cli.errors import RankkError
+from rankk_cli.rerank.engines.base import EngineOptions, Request, Sampling
+from rankk_cli.rerank.engines.openai import OpenAIEngine, backoff_delay, normalize_base_url
+
+MODEL = "fake-model"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a scripted OpenAI-compatible fault server (127.0.0.1 only, bounded)
+
+
+class FaultServer:
+    """POSTs pop the next scripted action: "ok", "500", "429", "400", "drop" (close without answering),
+    "stall" (answer after ``stall_s``). An empty script answers "ok"; ``always`` overrides the script."""
+
+    def __init__(self, stall_s: float = 2.0):
+        self.script: list[str] = []
+        self.always: str | None = None
+        self.hits: list[str] = []
+        self.stall_s = stall_s
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code, obj, headers=()):
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(200, {"data": [{"id": MODEL}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                with outer.lock:
+                    action = outer.always or (outer.script.pop(0) if outer.script else "ok")
+                    outer.hits.append(action)
+                if action == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if action == "stall":
+                    time.sleep(outer.stall_s)
+                    action = "ok"
+                if action == "500":
+                    return self._send(500, {"error": "internal boom"})
+                if action == "429":
+                    return self._send(429, {"error": "slow down"}, [("Retry-After", "0")])
+                if action == "400":
+                    return self._send(400, {"error": {"message": "bad model field"}})
+                if "messages" in body:
+                    text = "chat:" + body["messages"][-1]["content"]
+                    choice = {"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    if body.get("logprobs"):
+                        choice["logprobs"] = {"content": [{"token": "chat", "logprob": -0.1,
+                                                           "top_logprobs": [{"token": "chat", "logprob": -0.1},
+                                                                            {"token": "x", "logprob": -2.5}]}]}
+                else:
+                    text = "raw:" + body["prompt"]
+                    choice = {"text": text, "finish_reason": "length" if body["max_tokens"] < 3 else "stop"}
+                    if body.get("logprobs"):
+                        choice["logprobs"] = {"tokens": ["raw"], "token_logprobs": [-0.2],
+                                              "top_logprobs": [{"raw": -0.2, "y": -3.0}]}
+                self._send(200, {"choices": [choice], "usage": {"prompt_tokens": 7, "completion_tokens": 2}})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fault():
+    srv = FaultServer()
+    yield srv
+    srv.close()
+
+
+def engine_for(*urls, retries=3, timeout=0.5, concurrency=4) -> OpenAIEngine:
+    eng = OpenAIEngine(MODEL, Sampling(max_tokens=16),
+                       EngineOptions(base_urls=tuple(urls), max_retries=retries, timeout_s=timeout,
+                                     concurrency=concurrency))
+    eng.backoff_base, eng.backoff_cap = 0.01, 0.05
+    return eng
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_chat_and_raw_requests_hit_their_endpoints(fault):
+    eng = engine_for(fault.url)
+    out = eng.generate([Request(messages=(("user", "hi"),), logprobs=2), Request(prompt="p", logprobs=2),
+                        Request(prompt="q", max_tokens=2)])
+    assert out[0].text == "chat:hi" and out[0].logprobs == [{"chat": -0.1, "x": -2.5}]
+    assert out[1].text == "raw:p" and out[1].logprobs == [{"raw": -0.2, "y": -3.0}]
+    assert out[2].finish_reason == "length"
+    assert (out[0].input_tokens, out[0].output_tokens) == (7, 2)
+    assert eng.stats.calls == 1 and eng.stats.requests == 3
+
+
+def test_500_and_429_are_retried_then_succeed(fault):
+    fault.script = ["500", "429", "ok"]
+    c = engine_for(fault.url).generate([Request(prompt="a")])[0]
+    assert c.finish_reason == "stop" and c.text == "raw:a"
+    assert fault.hits == ["500", "429", "ok"]
+
+
+def test_dropped_connection_and_stall_past_timeout_are_retried(fault):
+    fault.script = ["drop", "stall", "ok"]
+    eng = engine_for(fault.url, timeout=0.5)
+    c = eng.generate([Request(prompt="a")])[0]
+    assert c.finish_reason == "stop" and c.error is None
+    assert fault.hits[:2] == ["drop", "stall"] and eng.stats.extra["retries"] == 2
+
+
+def test_retries_are_bounded_and_failure_is_reported_not_raised(fault):
+    fault.always = "500"
+    eng = engine_for(fault.url, retries=2)
+    out = eng.generate([Request(prompt="a")])
+    assert len(fault.hits) == 3  # 1 try + 2 retries, then stop
+    assert out[0].finish_reason == "error"
+    assert "HTTP 500" in out[0].error and "gave up after 3 attempts" in out[0].error
+    assert eng.stats.extra["failed"] == 1
+
+
+def test_other_4xx_is_not_retried(fault):
+    fault.always = "400"
+    c = engine_for(fault.url).generate([Request(prompt="a")])[0]
+    assert fault.hits == ["400"]
+    assert c.finish_reason == "error" and "HTTP 400" in c.error and "bad model field" in c.error
+
+
+def test_a_failing_request_does_not_lose_the_finished_ones(fault):
+    fault.script = ["ok", "400", "ok"]
+    out = engine_for(fault.url, concurrency=1).generate([Request(prompt=f"p{i}") for i in range(3)])
+    assert [c.finish_reason for c in out] == ["stop", "error", "stop"]
+    assert out[0].text == "raw:p0" and out[2].text == "raw:p2"
+
+
+def test_load_spreads_over_base_urls_and_survives_a_dead_one():
+    a, b = FaultServer(), FaultServer()
+    try:
+        eng = engine_for(a.url, b.url + "/v1/")
+        out = eng.generate([Request(prompt=str(i)) for i in range(10)])
+        assert all(c.finish_reason == "stop" for c in out)
+        assert len(a.hits) == 5 and len(b.hits) == 5
+        dead = f"http://127.0.0.1:{free_port()}"
+        eng2 = engine_for(dead, a.url)
+        out = eng2.generate([Request(prompt=str(i)) for i in range(4)])
+        assert [c.text for c in out] == [f"raw:{i}" for i in range(4)]  # requests starting on the dead one move on
+    finally:
+        a.close()
+        b.close()
+
+
+def test_no_server_is_a_one_line_error():
+    with pytest.raises(RankkError, match="cannot reach an OpenAI-compatible server"):
+        OpenAIEngine(MODEL, Sampling(), EngineOptions(base_urls=(f"http://127.0.0.1:{free_port()}",), timeout_s=2))
+
+
+def test_a_model_the_server_does_not_serve_is_a_one_line_error(fault):
+    with pytest.raises(RankkError, match="serves fake-model, not 'other'"):
+        OpenAIEngine("other", Sampling(), EngineOptions(base_urls=(fault.url,)))
+
+
+def test_truncate_without_local_tokenizer_is_a_clear_error(fault):
+    with pytest.raises(RankkError, match="tokenizer .* cannot be loaded"):
+        engine_for(fault.url).truncate("some text", 3)
+
+
+def test_backoff_is_exponential_capped_and_honours_retry_after():
+    assert [backoff_delay(i, 0.5, 8.0) for i in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert backoff_delay(0, 0.5, 8.0, "3") == 3.0
+    assert backoff_delay(0, 0.5, 8.0, "120") == 8.0
+    assert normalize_base_url("http://h:1/") == "http://h:1/v1" == normalize_base_url("http://h:1/v1")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the real thing: vLLM's OpenAI-compatible server over the tiny model (one per session)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    env = dict(os.environ, VLLM_LOGGING_LEVEL="WARNING", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
+           "--host", "127.0.0.1", "--port", str(port), "--gpu-memory-utilization", "0.2", "--max-model-len", "2048",
+           "--enforce-eager", "--dtype", "bfloat16"]
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 240
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vLLM server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vLLM server not healthy after 240 s:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="session")
+def served(vllm_server, tiny_model):
+    eng = OpenAIEngine(str(tiny_model), Sampling(max_tokens=16, temperature=0.0),
+                       EngineOptions(base_urls=(vllm_server,), concurrency=8, timeout_s=120))
+    yield eng
+    eng.close()
+
+
+CHAT = Request(messages=(("user", "Query: cats\n\n[1] a cat\n\n[2] a dog"),))
+
+
+def test_real_server_chat_and_raw_in_one_batch(served):
+    out = served.generate([CHAT, Request(prompt="Query: cats\nPassage: a cat\n<think>", logprobs=3),
+                           Request(prompt="hello", max_tokens=2)])
+    assert all(c.error is None for c in out)
+    assert out[0].text and out[0].input_tokens > 5 and out[0].output_tokens > 0
+    assert len(out[1].logprobs) == out[1].output_tokens and all(3 <= len(p) <= 4 for p in out[1].logprobs)
+    assert out[2].finish_reason == "length" and out[2].output_tokens == 2
+
+
+def test_real_server_matches_the_offline_engine_greedy(served, tiny_vllm):
+    online = served.generate([CHAT])[0]
+    offline = tiny_vllm.generate([Request(messages=CHAT.messages, max_tokens=16)])[0]
+    assert online.text == offline.text
+    assert online.input_tokens == offline.input_tokens
+
+
+def test_real_server_chat_logprobs_continue_final_and_allowed(served):
+    forced = Request(messages=(("user", "relevant?"), ("assistant", "<think>hmm</think>")), continue_final=True,
+                     max_tokens=1, allowed=(" true", " false"), logprobs=5)
+    c = served.generate([forced])[0]
+    assert c.error is None, c.error
+    assert c.text in (" true", " false")
+    assert len(c.logprobs) == 1 and c.text in c.logprobs[0]
+    assert served.count_tokens(" true false") == 2
+    assert served.truncate("one two three four five six", 2) == "one two"
