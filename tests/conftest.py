@@ -95,3 +95,15 @@ def tiny_vllm(tiny_model):
     engine = VLLMEngine(str(tiny_model), Sampling(temperature=0.0, max_tokens=64), EngineOptions(max_model_len=8192))
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def minilm_vllm():
+    """A VLLMEngine over the packaged all-MiniLM-L6-v2 (pooling runner, 256-token context), loaded once."""
+    _offline_env()
+    from rankk_cli.rerank.engines.vllm import VLLMEngine
+    from rankk_cli.rerank.methods.embed import Embed
+
+    engine = VLLMEngine(Embed.resolve_model(None))
+    yield engine
+    engine.close()
