@@ -313,8 +313,9 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
     method_cls = METHODS.get(method)
     opts = method_options(method_cls, method_opts, qrels=qrels)  # unknown keys / bad values: one line, exit 2
     needs_engine = getattr(method_cls, "needs_engine", True)
-    if model is None and needs_engine and engine_obj is None:
-        raise RankkError(f"--model: expected a model directory or id for method {method!r}, found none")
+    if needs_engine and engine_obj is None:
+        # the method owns its default/aliased model (embed: omitted or "minilm" -> packaged MiniLM); None -> error
+        model = method_cls.resolve_model(model)
     run_table, texts, queries = load_inputs(run, docs, topics, depth)
     config = RerankConfig(depth=depth, window=window, stride=stride, passes=passes, truncate=truncate,
                           force_max_tokens=force_max_tokens)

@@ -87,7 +87,7 @@ class Method(ABC):
             return str(model)
         if cls.default_model:
             return cls.default_model
-        raise RankkError(f"--model: method {cls.name!r} needs a model (a directory or Hugging Face id), found none")
+        raise RankkError(f"--model: expected a model directory or id for method {cls.name!r}, found none")
 
     def __init__(self, config: RerankConfig):
         self.config = config
