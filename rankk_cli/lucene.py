@@ -239,7 +239,8 @@ _PROGRESS = re.compile(r"([\d,]+) documents indexed")
 
 
 def build_index(corpus: str | Path, dest: str | Path, threads: int = 2,
-                on_progress: Callable[[int], None] | None = None) -> dict[str, int]:
+                on_progress: Callable[[int], None] | None = None, expected_docs: int | None = None
+                ) -> dict[str, int]:
     """Index a JSONL corpus into ``dest`` with Anserini's IndexCollection (a java subprocess).
 
     Builds in a temporary folder beside ``dest`` and renames it into place, so ``dest`` is either absent or a
@@ -288,6 +289,11 @@ def build_index(corpus: str | Path, dest: str | Path, threads: int = 2,
         if counters.get("errors", 0) or counters.get("unindexable", 0):
             raise RankkError(f"{corpus}: indexing reported {counters.get('errors', 0)} errors and "
                              f"{counters.get('unindexable', 0)} unindexable documents")
+        seen = counters["indexed"] + counters.get("empty", 0) + counters.get("skipped", 0)
+        if expected_docs is not None and seen != expected_docs:
+            raise RankkError(f"{corpus}: Anserini accounted for {seen} documents (indexed "
+                             f"{counters['indexed']}, empty {counters.get('empty', 0)}, skipped "
+                             f"{counters.get('skipped', 0)}) but the file holds {expected_docs}")
         try:
             os.rename(out, dest)
         except OSError:
@@ -318,21 +324,27 @@ def index_for_corpus(corpus: str | Path, cache_dir: str | Path, threads: int = 2
     if is_lucene_index(dest):
         return IndexResult(dest, docs=-1, seconds=0.0, built=False)
     start = time.perf_counter()  # the reported time covers validation and indexing
-    stats = validate_corpus(corpus)
-    status_cm = console.status(f"indexing {stats.docs:,} docs from {corpus.name}") if console else \
-        contextlib.nullcontext()
-    with status_cm as status:
-        def progress(n: int) -> None:
-            if status is not None:
-                status.update(f"indexing {corpus.name}: {n:,}/{stats.docs:,} docs, "
-                              f"{time.perf_counter() - start:.0f} s")
+    if console is not None and console.is_terminal:  # not piped: a live display there leaves a blank line
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        counters = build_index(corpus, dest, threads=threads, on_progress=progress)
+        display = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                           console=console, transient=True)
+    else:
+        display = contextlib.nullcontext()
+    with display as progress:
+        task = progress.add_task(f"validating {corpus.name}") if progress is not None else None
+        stats = validate_corpus(corpus)
+        if progress is not None:
+            progress.update(task, description=f"indexing {stats.docs:,} docs from {corpus.name} ({threads} threads)")
+
+        def on_progress(n: int) -> None:
+            if progress is not None:
+                progress.update(task, description=f"indexing {corpus.name}: {n:,} of {stats.docs:,} docs")
+
+        counters = build_index(corpus, dest, threads=threads, on_progress=on_progress, expected_docs=stats.docs)
     seconds = time.perf_counter() - start
     indexed = counters.get("indexed", 0)
     empty = counters.get("empty", 0)
-    if indexed + empty + counters.get("skipped", 0) != stats.docs:
-        raise RankkError(f"{corpus}: indexed {indexed} docs (+{empty} empty) but the file has {stats.docs}")
     return IndexResult(dest, docs=indexed, seconds=seconds, built=True, empty=empty)
 
 

@@ -126,8 +126,10 @@ def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, i
         built = lucene.index_for_corpus(corpus, cache_root() / "indexes", threads=threads, console=console)
         index_dir = built.path
         if built.built:
-            extra = f" ({built.empty} empty docs skipped, as Anserini does)" if built.empty else ""
-            console.print(f"indexed {built.docs:,} docs in {built.seconds:.1f} s{extra} -> {index_dir}")
+            console.print(f"indexed {built.docs:,} docs in {built.seconds:.1f} s -> {index_dir}")
+            if built.empty:
+                console.print(f"warning: {built.empty} docs with empty contents were not indexed (as Anserini "
+                              "does); they can never be retrieved", style="yellow")
         else:
             console.print(f"using cached index {index_dir}")
     elif Path(index).is_dir():

@@ -233,6 +233,20 @@ def test_query_without_hits_warns_and_continues(rankk, adi_index, tmp_path):
     assert read_run(out).qids == ["q1"]
 
 
+def test_empty_documents_are_reported_and_numeric_ids_accepted(rankk, tmp_path):
+    corpus = tmp_path / "small.jsonl"
+    corpus.write_text('{"id": 7, "contents": "lucene computers"}\n{"id": "b", "contents": ""}\n'
+                      '{"id": "c", "contents": "computers and people"}\n')
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("q1\tcomputers\n")
+    out = tmp_path / "run.trec"
+    proc = rankk("retrieve", "--corpus", corpus, "--topics", topics, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "indexed 2 docs in" in proc.stderr
+    assert "warning: 1 docs with empty contents were not indexed" in proc.stderr
+    assert sorted(read_run(out).df["docid"]) == ["7", "c"]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # user errors: one line, exit 2, nothing written
 
