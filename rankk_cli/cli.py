@@ -88,6 +88,8 @@ def rerank(
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds per HTTP attempt (--engine openai)."),
     max_retries: int = typer.Option(4, "--max-retries", help="Retries of a failed request: connection errors, "
                                     "timeouts, 429, 5xx (--engine openai)."),
+    concurrency: int = typer.Option(32, "--concurrency", help="Requests in flight at once over all --base-urls "
+                                    "(--engine openai)."),
     windows_out: Optional[Path] = typer.Option(None, "--windows", help="Per-window Parquet "
                                                "(default: OUTPUT.windows.parquet)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every rendered request as JSON lines; no engine."),
@@ -107,7 +109,7 @@ def rerank(
                    gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_url),
                    windows_out=windows_out, dry_run=dry_run, fmt=_choice(fmt, ("table", "json"), "--format"),
                    no_cache=no_cache, qrels=qrels, method_opts=tuple(method_opt), timeout=timeout,
-                   max_retries=max_retries)
+                   max_retries=max_retries, concurrency=concurrency)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -32,6 +32,14 @@ from rankk_cli.runs import Run, run_from_rankings
 WINDOWS_SUFFIX = ".windows.parquet"
 
 
+class EngineFailure(RankkError):
+    """Engine requests still failed after the engine's own retries (server down, 5xx/429, timeouts, a prompt
+    that does not fit): the run is incomplete, so nothing is written (one line, exit code 1, not 2: it is not
+    the user's input). Finished requests are in the call cache, so the same command resumes."""
+
+    exit_code = 1
+
+
 @dataclass
 class RerankOutcome:
     run: Run
@@ -177,8 +185,10 @@ def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name
         "input_tokens": sum(r.get("input_tokens", 0) for r in records),
         "output_tokens": sum(r.get("output_tokens", 0) for r in records),
         "generated_tokens": st.output_tokens, "engine_seconds": round(st.engine_seconds, 3),
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds, 3), "engine_errors": st.errors,
     }
+    if st.first_error:
+        summary["first_engine_error"] = st.first_error
     if getattr(method, "note", None):  # e.g. the oracle says it is one
         summary["note"] = method.note
     out_run = assemble(run, results, config.depth, name=f"{run.name}.{method_name}",
@@ -300,16 +310,23 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
                    max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
                    base_urls: tuple[str, ...] = (), windows_out: Path | None = None, dry_run: bool = False,
                    fmt: str = "table", no_cache: bool = False, engine_obj: Engine | None = None,
-                   progress: bool = True, qrels: str | None = None, method_opts: tuple[str, ...] = ()) -> dict:
+                   progress: bool = True, qrels: str | None = None, method_opts: tuple[str, ...] = (),
+                   timeout: float = 600.0, max_retries: int = 4, concurrency: int = 32) -> dict:
     """``rankk rerank``: validate, load, rerank (or print requests in a dry run), write, summarise."""
     from rankk_cli.rerank.methods import METHODS
-    from rankk_cli.rerank.methods.base import NoEngine, method_options
+    from rankk_cli.rerank.methods.base import method_options
 
     validate(depth, window, stride, passes, truncate, max_tokens)
     if force_max_tokens < 1:
         raise RankkError(f"--force-max-tokens: expected an integer >= 1, found {force_max_tokens}")
     if output is None and not dry_run:
         raise RankkError("-o/--output: expected an output run path, found none")
+    if not timeout > 0:
+        raise RankkError(f"--timeout: expected seconds > 0, found {timeout}")
+    if max_retries < 0:
+        raise RankkError(f"--max-retries: expected an integer >= 0, found {max_retries}")
+    if concurrency < 1:
+        raise RankkError(f"--concurrency: expected an integer >= 1, found {concurrency}")
     method_cls = METHODS.get(method)
     opts = method_options(method_cls, method_opts, qrels=qrels)  # unknown keys / bad values: one line, exit 2
     needs_engine = getattr(method_cls, "needs_engine", True)
@@ -349,7 +366,8 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
             opts=opts, truncate=truncate, no_cache=no_cache, progress=progress, output=output,
             windows_path=windows_path, options=EngineOptions(
                 tensor_parallel=tensor_parallel, max_model_len=max_model_len,
-                gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls)))
+                gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls), timeout_s=timeout,
+                max_retries=max_retries, concurrency=concurrency))
     except KeyboardInterrupt:  # while the model loads (interrupts during the run are handled inside)
         sys.stderr.write("rankk rerank: interrupted while starting the engine; no output written.\n")
         raise SystemExit(130) from None
@@ -366,6 +384,8 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
     with stdout_to_stderr():  # vLLM logs to stdout: keep stdout for our own output
         built = None
         if engine_obj is None and not needs_engine:
+            from rankk_cli.rerank.methods.base import NoEngine
+
             engine_obj = NoEngine(model or "none", sampling, EngineOptions())
         if engine_obj is None:
             from rankk_cli.rerank.engines import ENGINES
@@ -393,6 +413,13 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
                     built.close()
         summary = {**outcome.summary, "output": str(output), "windows_file": str(windows_path),
                    "engine": engine_obj.name, "model": str(model), "sampling": asdict(sampling)}
+        if summary["engine_errors"]:  # a "reranked" file with failed windows in input order is no result
+            first = " ".join(str(summary.get("first_engine_error")).split())[:240]
+            kept = (f"the {len(cache)} finished requests are in the call cache: run the same command again (once "
+                    "the engine/server is healthy) to make only the failed and missing calls") if cache is not None \
+                else "--no-cache: nothing was kept"
+            raise EngineFailure(f"{summary['engine_errors']} of {summary['requests']} engine requests failed after "
+                                f"retries (first: {first}); no output written; {kept}")
         tag = getattr(method_cls, "trec_tag", None) or f"rankk-{method}"  # oracle runs are tagged "oracle"
         write_outputs(outcome, Path(output), windows_path, tag=tag)
     return summary, outcome

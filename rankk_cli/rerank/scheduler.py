@@ -30,6 +30,8 @@ class RunStats:
     output_tokens: int = 0
     engine_seconds: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
+    errors: int = 0  # requests the engine answered with finish_reason "error" (never cached)
+    first_error: str | None = None
 
 
 class Scheduler:
@@ -97,6 +99,9 @@ class Scheduler:
             self.stats.engine_seconds += elapsed
             self.stats.batch_sizes.append(len(misses))
             for i, c in zip(misses, completions):
+                if c.finish_reason == "error":
+                    self.stats.errors += 1
+                    self.stats.first_error = self.stats.first_error or (c.error or "unknown engine error")
                 if not c.seconds:
                     c.seconds = elapsed / len(misses)
                 out[i] = c

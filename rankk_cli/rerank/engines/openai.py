@@ -268,11 +268,7 @@ class OpenAIEngine(Engine):
         if len(requests) <= 1:
             out = [self._one(r) for r in requests]
         else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            workers = min(len(requests), max(1, int(self.options.concurrency)))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rankk-openai") as pool:
-                out = list(pool.map(self._one, requests))
+            out = self._concurrent(requests)
         self.stats.calls += 1
         self.stats.requests += len(requests)
         self.stats.seconds += time.perf_counter() - t0
@@ -280,6 +276,50 @@ class OpenAIEngine(Engine):
             self.stats.input_tokens += c.input_tokens
             self.stats.output_tokens += c.output_tokens
         return out
+
+    def _concurrent(self, requests: list[Request]) -> list[Completion]:
+        """Send ``requests`` from ``concurrency`` daemon threads. Not a ThreadPoolExecutor: its threads are joined
+        on exit, so Ctrl-C would wait for every stalled request's timeout. Here the main thread waits in short
+        slices (a KeyboardInterrupt lands at once), tells the workers to take nothing new, and leaves."""
+        import queue
+
+        todo: queue.Queue[int] = queue.Queue()
+        for i in range(len(requests)):
+            todo.put(i)
+        out: list[Completion | None] = [None] * len(requests)
+        left = [len(requests)]
+        done = threading.Event()
+        stop = threading.Event()
+        crash: list[BaseException] = []
+
+        def work() -> None:
+            while not stop.is_set():
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    out[i] = self._one(requests[i])
+                except BaseException as exc:  # a bug, not a server fault: surface it in the main thread
+                    crash.append(exc)
+                    done.set()
+                    return
+                with self._lock:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        done.set()
+
+        workers = min(len(requests), max(1, int(self.options.concurrency)))
+        for n in range(workers):
+            threading.Thread(target=work, name=f"rankk-openai-{n}", daemon=True).start()
+        try:
+            while not done.wait(0.1):
+                pass
+        finally:
+            stop.set()
+        if crash:
+            raise crash[0]
+        return out  # type: ignore[return-value]
 
     def close(self) -> None:
         client = getattr(self, "client", None)
