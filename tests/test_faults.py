@@ -181,16 +181,17 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path,
     win = Path(str(out) + ".windows.parquet")
     args = cli("rerank", cands, "-o", out, "--model", reference["model"], "--topics", topics, *VLLM_FLAGS)
     kills = []  # (delay, chunks before, chunks after, returncode)
-    for attempt in range(3):
+    # kill points: after a seeded random number of finished engine calls (chunks, counted over all attempts),
+    # plus a seeded random delay -- so kills land inside the run, between rounds or during a call or a write
+    targets = sorted(rng.sample(range(1, reference["chunks"]), k=min(3, reference["chunks"] - 1)))
+    for attempt, target in enumerate(targets):
         before = len(chunks(cache))
         log = tmp_path / f"attempt{attempt}.txt"
         proc = start(args, cache, log)
-        # wait (bounded) until this attempt has written a new chunk -- the model is loaded and generating --
-        # then let it run a seeded random while longer and SIGKILL it (no handler can run, no cleanup)
-        deadline = time.monotonic() + PROC_TIMEOUT
-        while len(chunks(cache)) <= before and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        delay = rng.uniform(0.0, 1.0)
+        deadline = time.monotonic() + PROC_TIMEOUT  # bounded wait, never an assertion about speed
+        while len(chunks(cache)) < max(target, before + 1) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        delay = rng.uniform(0.0, 0.05)
         time.sleep(delay)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -259,3 +260,154 @@ def test_two_processes_share_one_cache_without_loss_or_corruption(tmp_path, cand
         assert again.read_text() == o.read_text()
     print(f"concurrent: requests sent {[s['requests'] for s in summaries]}, cache hits "
           f"{[s['cache_hits'] for s in summaries]}, chunk rows {len(keys)} for {len(set(keys))} keys")
+
+
+# ---------------------------------------------------------------------------------------------- 3. server faults
+# ``--engine openai`` against fault_server.FaultServer (127.0.0.1, in this test process); the CLI runs as a real
+# subprocess. Same 5 queries x 10 candidates and windows as above: 4 rounds x 5 queries = 20 requests, 1 per window.
+
+OPENAI_FLAGS = ["--method", "rankk", "--engine", "openai", "--model", "fake-model", "--depth", "10", "--window", "4",
+                "--stride", "2", "--temperature", "0", "--format", "json"]
+REQUESTS = N_QUERIES * 4
+
+
+def openai_args(cands: Path, topics: Path, out: Path, url: str, *extra) -> list[str]:
+    return cli("rerank", cands, "-o", out, "--topics", topics, "--base-url", url, *OPENAI_FLAGS, *extra)
+
+
+def run_cli(args: list[str], cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, env=env_with(cache), timeout=timeout)
+
+
+def query_texts(cands: Path, topics: Path) -> list[str]:
+    qids = list(dict.fromkeys(json.loads(line)["qid"] for line in cands.read_text().splitlines()))
+    text = dict(line.split("\t", 1) for line in topics.read_text().splitlines() if line)
+    return [text[q].strip() for q in qids]
+
+
+@pytest.fixture(scope="module")
+def healthy_reference(tmp_path_factory, cands, topics) -> dict:
+    """The run against an always-healthy fake server (its own cache): what every recovered run must equal."""
+    from fault_server import FaultServer
+
+    root = tmp_path_factory.mktemp("faults-healthy")
+    out = root / "healthy.trec"
+    with FaultServer() as server:
+        proc = run_cli(openai_args(cands, topics, out, server.url), root / "cache")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["windows"] == REQUESTS and summary["engine_calls"] == 4 and summary["engine_errors"] == 0
+    assert server.answered == REQUESTS
+    return {"out": out, "summary": summary}
+
+
+def test_transient_drops_500_429_and_stalls_are_retried_and_the_run_completes(tmp_path, cands, topics,
+                                                                              healthy_reference):
+    from fault_server import FaultServer
+
+    faults = ["drop", "500", "429", "stall"]
+    queries = query_texts(cands, topics)
+    # query i's requests fail on their first arrival with fault i % 4 (every kind is hit), then succeed
+    plan = {q: faults[i % len(faults)] for i, q in enumerate(queries)}
+    out = tmp_path / "out.trec"
+    with FaultServer(lambda q, attempt: plan[q] if attempt == 0 else "ok", stall_s=5.0) as server:
+        proc = run_cli(openai_args(cands, topics, out, server.url, "--timeout", "1", "--max-retries", "2"),
+                       tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["engine_errors"] == 0 and summary["outcomes"].get("failed", 0) == 0
+    seen = {action for _q, attempt, action in server.actions() if attempt == 0}
+    assert seen == set(faults)
+    assert len(server.actions()) == 2 * REQUESTS  # each request: one injected fault, one success -- no more
+    assert out.read_text() == healthy_reference["out"].read_text()
+
+
+def test_persistent_failure_is_bounded_clear_and_finished_windows_are_kept(tmp_path, cands, topics,
+                                                                           healthy_reference):
+    from fault_server import FaultServer
+
+    bad = query_texts(cands, topics)[2]
+    out = tmp_path / "out.trec"
+    cache = tmp_path / "cache"
+    retries = 2
+    with FaultServer(lambda q, attempt: "500" if q == bad else "ok") as server:
+        proc = run_cli(openai_args(cands, topics, out, server.url, "--timeout", "5", "--max-retries", str(retries)),
+                       cache)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("rankk: error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert "4 of 20 engine requests failed after retries" in errors[0] and "HTTP 500" in errors[0]
+    assert "run the same command again" in errors[0]
+    assert not out.exists() and not Path(str(out) + ".windows.parquet").exists()
+    assert leftovers(tmp_path) == []
+    # bounded: every request of the bad query was tried exactly 1 + retries times
+    bad_tries = [a for a in server.actions() if a[0] == bad]
+    assert len(bad_tries) == 4 * (1 + retries) and {a[2] for a in bad_tries} == {"500"}
+    # the 16 finished requests were kept: against a healthy server only the bad query's 4 are sent
+    with FaultServer() as healthy:
+        again = run_cli(openai_args(cands, topics, out, healthy.url), cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads(again.stdout)
+    assert summary["requests"] == 4 and summary["cache_hits"] == REQUESTS - 4
+    assert healthy.answered == 4 and {q for q, _a, _x in healthy.actions()} == {bad}
+    assert out.read_text() == healthy_reference["out"].read_text()
+
+
+def test_server_down_for_everything_fails_after_the_retry_limit(tmp_path, cands, topics):
+    from fault_server import FaultServer
+
+    out = tmp_path / "out.trec"
+    with FaultServer(lambda q, attempt: "drop") as server:
+        proc = run_cli(openai_args(cands, topics, out, server.url, "--timeout", "5", "--max-retries", "1"),
+                       tmp_path / "cache")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "engine requests failed after retries" in proc.stderr and "connection failed" in proc.stderr
+    # the first round fails entirely; every request tried exactly twice (1 + --max-retries 1)
+    assert len(server.actions()) <= 2 * REQUESTS and all(a[1] <= 1 for a in server.actions())
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------- 4. SIGINT
+
+
+def test_sigint_mid_run_exits_130_promptly_with_a_resume_hint(tmp_path, cands, topics, healthy_reference):
+    """The first round is answered, the second stalls (as a hung server would): Ctrl-C must not wait for the
+    stalled requests' --timeout; the re-run against a healthy server sends only the unfinished requests."""
+    from fault_server import FaultServer
+
+    answered = []
+
+    def plan(q: str, attempt: int) -> str:
+        answered.append(q)
+        return "ok" if len(answered) <= N_QUERIES else "stall"
+
+    out = tmp_path / "out.trec"
+    cache = tmp_path / "cache"
+    log = tmp_path / "stderr.txt"
+    with FaultServer(plan, stall_s=120.0) as server:
+        proc = start(openai_args(cands, topics, out, server.url, "--timeout", "300"), cache, log)
+        deadline = time.monotonic() + 120
+        while len(server.actions("stall")) < N_QUERIES and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(server.actions("stall")) == N_QUERIES, log.read_text()[-3000:]
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        rc, stdout = finish(proc, timeout=60)
+        waited = time.monotonic() - sent
+    err = log.read_text()
+    assert rc == 130, err[-3000:]
+    assert waited < 30, f"exit took {waited:.1f} s after SIGINT (the stalled requests' timeout is 300 s)"
+    assert "Traceback" not in err
+    assert f"interrupted; no output written. {N_QUERIES} finished engine requests are in the call cache" in err
+    assert "run the same command again to resume" in err
+    assert not out.exists() and leftovers(tmp_path) == [] and stdout == ""
+    for row in chunk_rows(cache):  # readable
+        assert row["key"]
+    with FaultServer() as healthy:
+        again = run_cli(openai_args(cands, topics, out, healthy.url), cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads(again.stdout)
+    assert summary["cache_hits"] == N_QUERIES and summary["requests"] == REQUESTS - N_QUERIES
+    assert out.read_text() == healthy_reference["out"].read_text()
