@@ -33,7 +33,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from rankk_cli.errors import RankkError, file_error, show
+from rankk_cli.errors import file_error, show
 
 RUN_COLUMNS = ["qid", "docid", "rank", "score"]
 META_KEY = b"rankk"

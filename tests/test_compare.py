@@ -7,7 +7,6 @@ import json
 import random
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 

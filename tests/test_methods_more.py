@@ -236,7 +236,6 @@ def test_rankr1_cut_off_forced():
 # ----------------------------------------------------------------------------------------------------------
 # FIRST
 
-from rankk_cli.rerank.methods import first  # noqa: E402
 
 FIRST_GOLDEN = (
     "I will provide you with 3 passages, each indicated by an alphabetical identifier []. Rank the passages based "

@@ -22,7 +22,7 @@ import math
 from typing import Generator
 
 from rankk_cli.rerank.engines.base import Completion, Request
-from rankk_cli.rerank.methods.base import FAILED, FORCED, OK, Call, Candidate, Method, QueryResult
+from rankk_cli.rerank.methods.base import FAILED, FORCED, Call, Candidate, Method, QueryResult
 from rankk_cli.rerank.methods.listwise import THINK_END, new_record
 
 PROMPT = ("Determine if the following passage is relevant to the query. Answer only with 'true' or 'false'.\n"
