@@ -71,8 +71,10 @@ def rerank(
     docs: Optional[str] = typer.Option(None, "--docs", help="Documents: JSONL/TSV corpus, candidates file, "
                                        "Lucene index or ir_datasets id (not needed for a candidates RUN)."),
     depth: int = typer.Option(100, "--depth", help="Rerank the top DEPTH candidates of each query."),
-    window: int = typer.Option(20, "--window", help="Sliding-window size."),
-    stride: int = typer.Option(10, "--stride", help="Sliding-window stride."),
+    window: Optional[int] = typer.Option(None, "--window", help="Sliding-window size, at most --depth "
+                                         "(default 20, or --depth when smaller)."),
+    stride: Optional[int] = typer.Option(None, "--stride", help="Sliding-window stride (default half the window, "
+                                         "at most 10)."),
     passes: int = typer.Option(1, "--passes", help="Sliding-window passes."),
     truncate: Optional[int] = typer.Option(None, "--truncate", help="Truncate passages to this many tokens."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Default: the method's."),

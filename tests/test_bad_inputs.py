@@ -178,9 +178,8 @@ CASES = [
     case_retrieve("flag: b out of range", "--b: expected a number in [0, 1]", extra=("--b", "1.5")),
     # ---- rerank: runs, candidates, topics, docs, flags
     case_rerank("rerank: stride 0", "--stride: expected an integer >= 1, found 0", extra=("--stride", "0")),
-    Case(**{**case_rerank("rerank: window > depth", "--window", extra=("--window", "30", "--depth", "10")).__dict__,
-            "xfail": "rerank accepts --window > --depth (windows.py: a list shorter than the window gets one "
-                     "window); the issue lists it as a bad input -- CORE to decide"}),
+    case_rerank("rerank: window > depth", "--window: expected at most --depth (10), found 30",
+                extra=("--window", "30", "--depth", "10")),
     case_rerank("rerank: negative depth", "--depth: expected an integer >= 1", extra=("--depth", "-1")),
     case_rerank("rerank: unknown method", "unknown method 'nope'", extra=("--method", "nope")),
     case_rerank("candidates: invalid JSON", "{w}/cands.jsonl:2: expected a JSON object",

@@ -98,7 +98,8 @@ def test_dry_run_prints_every_request_and_calls_no_engine(rankk, dl19, tmp_path)
     content = first["request"]["messages"][0]["content"]
     assert content.count("\n\n[") == 20 and "\n\n[20] " in content and "[21]" not in content
     assert len(first["key"]) == 64
-    # depth < window is allowed: one window over the list; a TREC run + --docs corpus works too
+    # --depth below the default window: the window shrinks to the depth (an explicit larger --window is an
+    # error, test_bad_inputs); a TREC run + --docs corpus works too
     proc = rankk("rerank", dl19["run"], "--docs", dl19["corpus"], "--method", "rankzephyr", "--model", "m",
                  "--topics", dl19["topics"], "--dry-run", "--depth", "7")
     assert proc.returncode == 0, proc.stderr

@@ -59,3 +59,18 @@ def test_exhaustive_properties():
                     assert all(b - a == window for a, b in slices)
                 checked += 1
     assert checked == 120 * sum(range(1, 26))
+
+
+def test_cli_window_defaults_fit_the_depth_and_a_larger_explicit_window_is_refused():
+    from rankk_cli.errors import RankkError
+    from rankk_cli.rerank.pipeline import resolve_windowing
+
+    assert resolve_windowing(100, None, None) == (20, 10)  # RankLLM's defaults
+    assert resolve_windowing(7, None, None) == (7, 3)  # depth below the default window: one window of 7
+    assert resolve_windowing(100, 4, None) == (4, 2)  # stride: half the window, at most 10
+    assert resolve_windowing(100, 40, None) == (40, 10)
+    assert resolve_windowing(10, 10, 10) == (10, 10)
+    with pytest.raises(RankkError, match=r"--window: expected at most --depth \(10\), found 30"):
+        resolve_windowing(10, 30, None)
+    with pytest.raises(RankkError, match="--depth: expected an integer >= 1, found 0"):
+        resolve_windowing(0, None, None)

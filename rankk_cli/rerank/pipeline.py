@@ -52,6 +52,24 @@ class RerankOutcome:
 # validation and inputs
 
 
+DEFAULT_WINDOW, DEFAULT_STRIDE = 20, 10
+
+
+def resolve_windowing(depth: int, window: int | None, stride: int | None) -> tuple[int, int]:
+    """Defaults that fit the depth: --window 20 (or --depth when that is smaller), --stride half the window, at
+    most 10. An explicit --window larger than --depth is an error (it can never be filled); a query with fewer
+    candidates than the window still gets one window (windows.py)."""
+    if depth < 1:
+        raise RankkError(f"--depth: expected an integer >= 1, found {depth}")
+    if window is None:
+        window = min(DEFAULT_WINDOW, depth)
+    elif window > depth:
+        raise RankkError(f"--window: expected at most --depth ({depth}), found {window}")
+    if stride is None:
+        stride = min(DEFAULT_STRIDE, max(1, window // 2))
+    return window, stride
+
+
 def validate(depth: int, window: int, stride: int, passes: int, truncate: int | None = None,
              max_tokens: int | None = None) -> None:
     for flag, value in (("--depth", depth), ("--window", window), ("--stride", stride), ("--passes", passes)):
@@ -303,7 +321,7 @@ def stdout_to_stderr():
 
 
 def rerank_command(*, run: Path, output: Path | None, method: str, model: str, engine: str = "vllm",
-                   depth: int = 100, window: int = 20, stride: int = 10, passes: int = 1,
+                   depth: int = 100, window: int | None = None, stride: int | None = None, passes: int = 1,
                    truncate: int | None = None, docs: str | None = None, topics: str | None = None,
                    temperature: float | None = None, top_p: float = 1.0, max_tokens: int | None = None,
                    seed: int | None = None, force_max_tokens: int = 256, tensor_parallel: int = 1,
@@ -316,6 +334,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
     from rankk_cli.rerank.methods import METHODS
     from rankk_cli.rerank.methods.base import method_options
 
+    window, stride = resolve_windowing(depth, window, stride)
     validate(depth, window, stride, passes, truncate, max_tokens)
     if force_max_tokens < 1:
         raise RankkError(f"--force-max-tokens: expected an integer >= 1, found {force_max_tokens}")
