@@ -21,7 +21,6 @@ measures and the semantics.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import sys
@@ -138,7 +137,8 @@ def _read_qrels_fast(path: Path) -> pd.DataFrame | None:
     """pyarrow fast path for a clean qrels file; None whenever anything looks off (sources then diagnoses)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
+
+    from rankk_cli.runs import arrow_csv
 
     try:
         raw = path.read_bytes()
@@ -146,25 +146,8 @@ def _read_qrels_fast(path: Path) -> pd.DataFrame | None:
         return None
     if raw[:2] == b"\x1f\x8b" or raw.startswith(b"\xef\xbb\xbf") or b"\r" in raw or b"\x00" in raw:
         return None
-    nl = raw.find(b"\n")
-    first = raw[: nl if nl >= 0 else len(raw)]
-    if b"\t" in first and b" " not in first.strip():
-        delimiter = "\t"
-    elif b"\t" not in first and b"  " not in first.strip() and not first.startswith(b" "):
-        delimiter = " "
-    else:
-        return None
-    try:
-        table = pacsv.read_csv(
-            io.BytesIO(raw),
-            read_options=pacsv.ReadOptions(column_names=["qid", "it", "docid", "relevance"], block_size=1 << 26),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False, escape_char=False,
-                                             double_quote=False, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types={"qid": pa.string(), "it": pa.string(), "docid": pa.string(),
-                              "relevance": pa.int64()},
-                strings_can_be_null=False, quoted_strings_can_be_null=False))
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    table = arrow_csv(raw, {"qid": pa.string(), "it": pa.string(), "docid": pa.string(), "relevance": pa.int64()})
+    if table is None:
         return None
     if table.num_rows == 0:
         return None

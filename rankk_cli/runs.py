@@ -28,7 +28,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ from rankk_cli.errors import file_error, show
 
 RUN_COLUMNS = ["qid", "docid", "rank", "score"]
 META_KEY = b"rankk"
+CHECKED_KEY = b"rankk.checked_rows"  # set by write_parquet_run after a full check
 
 
 @dataclass
@@ -179,33 +180,47 @@ def _run_bytes(path: Path) -> bytes | None:
     return raw
 
 
-def _trec_fast(text: str | bytes) -> pd.DataFrame | None:
-    """pyarrow fast path for a well-formed file; None when anything looks off (the slow path then diagnoses)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    data = text if isinstance(text, bytes) else text.encode("utf-8")
+def sniff_delimiter(data: bytes) -> str | None:
+    """The single-character delimiter of a clean whitespace-separated file (from its first line), or None when the
+    line mixes tabs and spaces, repeats them or starts with one (the slow, exact path handles those)."""
     nl = data.find(b"\n")
     first = data[: nl] if nl >= 0 else data
     if b"\t" in first and b" " not in first.strip():
-        delimiter = "\t"
-    elif b"\t" not in first and b"  " not in first.strip() and not first.startswith(b" "):
-        delimiter = " "
-    else:
+        return "\t"
+    if b"\t" not in first and b"  " not in first.strip() and not first.startswith(b" "):
+        return " "
+    return None
+
+
+def arrow_csv(data: bytes, column_types: dict):
+    """``data`` parsed by pyarrow with exactly these columns and types (no quoting, no empty lines, no nulls
+    accepted as such), or None when it does not parse cleanly -- callers then diagnose on their slow path."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    delimiter = sniff_delimiter(data)
+    if delimiter is None:
         return None
-    names = ["qid", "q0", "docid", "rank", "score", "tag"]
     try:
-        table = pacsv.read_csv(
+        return pacsv.read_csv(
             io.BytesIO(data),
-            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 26),
+            read_options=pacsv.ReadOptions(column_names=list(column_types), block_size=1 << 26),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False, escape_char=False,
                                              double_quote=False, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types={"qid": pa.string(), "q0": pa.string(), "docid": pa.string(), "rank": pa.int64(),
-                              "score": pa.float64(), "tag": pa.string()},
-                strings_can_be_null=False, quoted_strings_can_be_null=False),
-        )
+            convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=False,
+                                                 quoted_strings_can_be_null=False))
     except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+
+
+def _trec_fast(text: str | bytes) -> pd.DataFrame | None:
+    """pyarrow fast path for a well-formed file; None when anything looks off (the slow path then diagnoses)."""
+    import pyarrow as pa
+
+    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    table = arrow_csv(data, {"qid": pa.string(), "q0": pa.string(), "docid": pa.string(), "rank": pa.int64(),
+                             "score": pa.float64(), "tag": pa.string()})
+    if table is None:
         return None
     if table.num_rows == 0:
         return None
@@ -293,12 +308,14 @@ def _qid_blocks(df: pd.DataFrame) -> np.ndarray | None:
     return starts
 
 
-def _unique_docs_fast(df: pd.DataFrame) -> bool:
-    """True when no (qid, docid) repeats, checked query by query (cheap); False means 'unknown or repeats'."""
+def _unique_docs_fast(df: pd.DataFrame, starts: np.ndarray | None | bool = False) -> bool:
+    """True when no (qid, docid) repeats, checked query by query (cheap); False means 'unknown or repeats'.
+    ``starts``: the query blocks when the caller has them (None: not contiguous)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    starts = _qid_blocks(df)
+    if starts is False:
+        starts = _qid_blocks(df)
     if starts is None or len(starts) * 16 > len(df):  # interleaved or tiny queries: the general check is fine
         return False
     try:
@@ -336,11 +353,31 @@ def order_run(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def rerank_positions(df: pd.DataFrame) -> pd.DataFrame:
-    """Set the rank column to 1..n within each query, following the current row order."""
-    df = df.copy()
+def canonical(df: pd.DataFrame, on_repeat: Callable[[], None], copy: bool = True) -> pd.DataFrame:
+    """Validated ranking order with ranks 1..n: ``on_repeat()`` (which raises the exact FILE:LINE error) runs
+    when the cheap per-query check cannot rule out a repeated (qid, docid). The query blocks are found once."""
     starts = _qid_blocks(df)
+    if not _unique_docs_fast(df, starts):
+        on_repeat()
+    if starts is not None and _in_ranking_order(df, starts):
+        return rerank_positions(df.reset_index(drop=True), starts, copy=copy)
+    return rerank_positions(order_run(df), copy=False)
+
+
+def rerank_positions(df: pd.DataFrame, starts: np.ndarray | None | bool = False, copy: bool = True
+                     ) -> pd.DataFrame:
+    """Set the rank column to 1..n within each query, following the current row order (on a copy unless the
+    caller owns ``df``)."""
+    if copy:
+        df = df.copy()
+    if starts is False:
+        starts = _qid_blocks(df)
     if starts is not None:
+        rank = df["rank"].to_numpy()
+        step = np.diff(rank) == 1
+        step[starts[1:] - 1] = True
+        if len(rank) and step.all() and (rank[starts] == 1).all():  # already 1..n per query (files rankk wrote)
+            return df
         lengths = np.diff(np.append(starts, len(df)))
         df["rank"] = np.arange(1, len(df) + 1, dtype=np.int64) - np.repeat(starts, lengths)
     else:
@@ -359,9 +396,8 @@ def read_trec_run(path: str | Path, name: str | None = None) -> Run:
         df = _trec_fast(text)
         if df is None:
             df = _trec_slow(text, path)
-    if not _unique_docs_fast(df):
-        _check_duplicates(df, path, text if text is not None else read_text_file(path, "run file"))
-    df = rerank_positions(order_run(df))
+    df = canonical(df, lambda: _check_duplicates(df, path, text if text is not None
+                                                 else read_text_file(path, "run file")), copy=False)
     return Run(df, name or run_name(path))
 
 
@@ -411,9 +447,14 @@ def read_parquet_run(path: str | Path, name: str | None = None) -> Run:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise file_error(path, row + 1, f"expected a finite score, found {df['score'].iloc[row]!r} (row {row + 1})")
-    if not _unique_docs_fast(df):
-        _check_duplicates(df, path, None)
-    df = rerank_positions(order_run(df))
+    checked = (table.schema.metadata or {}).get(CHECKED_KEY)
+    if checked is not None and checked == str(table.num_rows).encode():
+        # written by rankk after a full check (unique (qid, docid), ranking order) and not resized since: only
+        # the cheap order check runs again (an edited score shows there); a repeat is re-checked if it fails
+        starts = _qid_blocks(df)
+        if starts is not None and _in_ranking_order(df, starts):
+            return Run(rerank_positions(df, starts, copy=False), name or run_name(path), meta)
+    df = canonical(df, lambda: _check_duplicates(df, path, None), copy=False)
     return Run(df, name or run_name(path), meta)
 
 
@@ -508,7 +549,13 @@ def run_to_table(run: Run, df: pd.DataFrame | None = None):
 def write_parquet_run(run: Run, path: str | Path) -> None:
     import pyarrow.parquet as pq
 
-    table = run_to_table(run, _prepared(run))
+    df = _prepared(run)
+    table = run_to_table(run, df)
+    starts = _qid_blocks(df)
+    if starts is not None and _in_ranking_order(df, starts) and (
+            _unique_docs_fast(df, starts) or not df.duplicated(["qid", "docid"]).any()):
+        # checked once here so every re-read (the stage cache) can skip the per-query uniqueness pass
+        table = table.replace_schema_metadata({**table.schema.metadata, CHECKED_KEY: str(table.num_rows).encode()})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 

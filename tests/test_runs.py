@@ -13,7 +13,7 @@ import pytest
 
 from rankk_cli import runs
 from rankk_cli.errors import RankkError
-from rankk_cli.runs import Run, read_run, write_run
+from rankk_cli.runs import Run, read_run, run_from_rankings, write_run
 
 CLEAN = (
     "q1 Q0 d1 1 3.5 bm25\n"
@@ -328,3 +328,38 @@ def test_binary_and_undecodable_and_missing(tmp_path):
     os.mkdir(tmp_path / "dir.trec")
     with pytest.raises(RankkError, match="found a directory"):
         read_run(tmp_path / "dir.trec")
+
+
+def test_parquet_written_by_rankk_is_marked_checked_and_an_edited_file_is_still_validated(tmp_path):
+    """write_parquet_run records that it checked the run (row count); a re-read trusts uniqueness only while the
+    row count matches and the ranking order holds: a file edited with pyarrow (metadata kept) is re-validated."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rankk_cli.runs import CHECKED_KEY
+
+    run = run_from_rankings({"q1": [("a", 3.0), ("b", 2.0), ("c", 1.0)], "q2": [("a", 5.0), ("d", 4.0)]})
+    path = tmp_path / "run.parquet"
+    write_run(run, path)
+    table = pq.read_table(path)
+    assert table.schema.metadata[CHECKED_KEY] == b"5"
+    back = read_run(path)
+    assert back.df[["qid", "docid", "rank"]].values.tolist() == [
+        ["q1", "a", 1], ["q1", "b", 2], ["q1", "c", 3], ["q2", "a", 1], ["q2", "d", 2]]
+    # same row count, a duplicate docid put in by hand (metadata kept): the marker must not hide it once the
+    # order check fails, and an added row invalidates the marker outright
+    docid = table.column("docid").to_pylist()
+    docid[1] = "a"
+    score = table.column("score").to_pylist()
+    score[2] = 9.0  # out of order too
+    edited = table.set_column(table.schema.get_field_index("docid"), "docid", pa.array(docid, pa.large_string()))
+    edited = edited.set_column(edited.schema.get_field_index("score"), "score", pa.array(score))
+    bad = tmp_path / "edited.parquet"
+    pq.write_table(edited, bad)
+    with pytest.raises(RankkError, match="duplicate"):
+        read_run(bad)
+    grown = pa.concat_tables([table, table.slice(0, 1)])
+    bad2 = tmp_path / "grown.parquet"
+    pq.write_table(grown, bad2)
+    with pytest.raises(RankkError, match="duplicate"):
+        read_run(bad2)
