@@ -420,24 +420,30 @@ def prebuilt_index(name: str, console=None) -> tuple[Path, str]:
 # search
 
 
+def open_searcher(index_dir: str | Path):
+    """(index path, Anserini SimpleSearcher) for an index directory; a missing or unreadable index is one line."""
+    index_dir = Path(index_dir)
+    if not is_lucene_index(index_dir):
+        raise file_error(index_dir, None, "expected a Lucene index directory (with segments_* files), found "
+                         + ("none" if index_dir.is_dir() else "no such directory"))
+    start_jvm()
+    from jnius import autoclass
+
+    try:
+        return index_dir, autoclass("io.anserini.search.SimpleSearcher")(str(index_dir))
+    except Exception as exc:
+        raise file_error(index_dir, None, f"cannot open Lucene index: {_java_message(exc)}") from None
+
+
 class Searcher:
     """BM25 over a Lucene index through Anserini's SimpleSearcher (k1 and b always explicit)."""
 
     def __init__(self, index_dir: str | Path, k1: float = 0.9, b: float = 0.4):
-        index_dir = Path(index_dir)
-        if not is_lucene_index(index_dir):
-            raise file_error(index_dir, None, "expected a Lucene index directory (with segments_* files), found "
-                             + ("none" if index_dir.is_dir() else "no such directory"))
-        start_jvm()
-        from jnius import autoclass
-
-        self.index_dir = index_dir
-        try:
-            self._searcher = autoclass("io.anserini.search.SimpleSearcher")(str(index_dir))
-        except Exception as exc:
-            raise file_error(index_dir, None, f"cannot open Lucene index: {_java_message(exc)}") from None
+        self.index_dir, self._searcher = open_searcher(index_dir)
         self.k1, self.b = float(k1), float(b)
         self._searcher.set_bm25(self.k1, self.b)
+        from jnius import autoclass
+
         self._list = autoclass("java.util.ArrayList")
 
     @property
@@ -490,18 +496,7 @@ class LuceneDocs:
     """
 
     def __init__(self, index_dir: str | Path):
-        index_dir = Path(index_dir)
-        if not is_lucene_index(index_dir):
-            raise file_error(index_dir, None, "expected a Lucene index directory (with segments_* files), found "
-                             + ("none" if index_dir.is_dir() else "no such directory"))
-        start_jvm()
-        from jnius import autoclass
-
-        self.index_dir = index_dir
-        try:
-            self._searcher = autoclass("io.anserini.search.SimpleSearcher")(str(index_dir))
-        except Exception as exc:
-            raise file_error(index_dir, None, f"cannot open Lucene index: {_java_message(exc)}") from None
+        self.index_dir, self._searcher = open_searcher(index_dir)
 
     def __len__(self) -> int:
         return int(self._searcher.get_total_num_docs())

@@ -141,3 +141,24 @@ class NoEngine(Engine):
 
     def generate(self, requests):
         raise RuntimeError(f"a method declared needs_engine=False asked for {len(requests)} generation(s)")
+
+
+def heap_top_k(arr: list, k: int, heapify, last_parent: int) -> Generator[list[Call], list[Completion], list[str]]:
+    """Heap sort that stops after the top ``k`` (llm-rankers' heapSort, shared by prp sorting and rankr1): build
+    the max-heap from ``last_parent`` down, then swap the root to the end and sift down ``k - 1`` times.
+    ``heapify(size, i, step)`` is the method's sift-down (a generator of engine calls); ``arr`` is sorted in
+    place. Returns the order: the top ``k`` (best first), then every other candidate in ``arr``'s input order."""
+    given = [c.docid for c in arr]
+    n = len(arr)
+    for i in range(last_parent, -1, -1):
+        yield from heapify(n, i, "build")
+    ranked = 0
+    for i in range(n - 1, 0, -1):
+        arr[i], arr[0] = arr[0], arr[i]
+        ranked += 1
+        if ranked == k:
+            break
+        yield from heapify(i, 0, "extract")
+    top = [d.docid for d in reversed(arr)][:k]
+    chosen = set(top)
+    return top + [d for d in given if d not in chosen]

@@ -34,7 +34,8 @@ from typing import Generator
 
 from rankk_cli.errors import RankkError
 from rankk_cli.rerank.engines.base import Completion, Request
-from rankk_cli.rerank.methods.base import FAILED, OK, Call, Candidate, Method, QueryResult, RerankConfig
+from rankk_cli.rerank.methods.base import (FAILED, OK, Call, Candidate, Method, QueryResult, RerankConfig,
+                                           heap_top_k)
 from rankk_cli.rerank.methods.listwise import new_record
 
 PROMPT = ('Given a query "{query}", which of the following two passages is more relevant to the query?\n\n'
@@ -170,15 +171,5 @@ class PRP(Method):
                 arr[i], arr[largest] = arr[largest], arr[i]
                 i = largest
 
-        for i in range(n // 2, -1, -1):
-            yield from heapify(n, i, "build")
-        ranked = 0
-        for i in range(n - 1, 0, -1):
-            arr[i], arr[0] = arr[0], arr[i]
-            ranked += 1
-            if ranked == self.k:
-                break
-            yield from heapify(i, 0, "extract")
-        top = [d.docid for d in reversed(arr)][: self.k]
-        chosen = set(top)
-        return QueryResult(order=top + [c.docid for c in candidates if c.docid not in chosen], records=records)
+        order = yield from heap_top_k(arr, self.k, heapify, n // 2)
+        return QueryResult(order=order, records=records)

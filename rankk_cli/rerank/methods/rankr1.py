@@ -31,7 +31,7 @@ from typing import Generator
 from rankk_cli.errors import RankkError
 from rankk_cli.rerank.engines.base import Completion, Request
 from rankk_cli.rerank.methods.base import (FAILED, FORCED, OK, REPAIRED, Call, Candidate, Method, QueryResult,
-                                           RerankConfig)
+                                           RerankConfig, heap_top_k)
 from rankk_cli.rerank.methods.listwise import THINK_END, new_record, split_reasoning, to_ascii_digits
 from rankk_cli.rerank.methods.reasonrank import ANSWER_OPEN, answer_span
 
@@ -166,17 +166,5 @@ class RankR1(Method):
                 arr[i], arr[largest] = arr[largest], arr[i]
                 i = largest
 
-        n = len(arr)
-        for i in range(n // nc, -1, -1):
-            yield from heapify(n, i, "build")
-        ranked = 0
-        for i in range(n - 1, 0, -1):
-            arr[i], arr[0] = arr[0], arr[i]
-            ranked += 1
-            if ranked == self.k:
-                break
-            yield from heapify(i, 0, "extract")
-        top = [d.docid for d in reversed(arr)][: self.k]
-        chosen = set(top)
-        order = top + [c.docid for c in candidates if c.docid not in chosen]
+        order = yield from heap_top_k(arr, self.k, heapify, len(arr) // nc)
         return QueryResult(order=order, records=records)
