@@ -2,14 +2,15 @@
 sequential loop (same engine, same method, one query at a time), then a cached re-run.
 
 Real vLLM on CPU with the tiny random-weight model (rankk_cli.testing.build_tiny_model), TREC DL19 BM25
-candidates (43 queries x 100) at depth 100 / window 20 / stride 10, method rankk, max_tokens 32 (every reply is
-cut off, so each window also sends a forced follow-up of --force-max-tokens tokens: both loops do the same work).
+candidates (43 queries x 100) at depth 100 / window 20 / stride 10, method rankk, a 256-token thinking budget (the
+random model never closes its thinking, so every reply is cut off and each window also sends a forced follow-up
+of --force-max-tokens tokens: both loops do the same work). Reasoning rerankers think for thousands of tokens, so
+decode dominates as it does here; with --max-tokens 32 (prefill-dominated) the ratio falls to ~4x on 2 CPU cores.
 
-    python benchmarks/rerank_batching.py [--queries 43] [--max-tokens 32] [--truncate 64]
+    python benchmarks/rerank_batching.py [--queries 43] [--max-tokens 256] [--truncate 64]
 
-Prints engine calls and wall times; the baseline is the sequential loop measured in the same run. On a shared
-2-core CPU the sequential loop over all 43 queries takes ~30 min, so by default it runs the first 8 queries and
-scales its time by 43/8 (``extrapolated=1`` in the RESULT line); ``--sequential-queries 0`` measures all.
+Prints engine calls and wall times; the baseline is the sequential loop over the same queries, measured in the
+same run (all of them by default; --sequential-queries K runs the first K and scales by Q/K, ``extrapolated=1``).
 Last line: RESULT name=value ...
 """
 
@@ -32,10 +33,10 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=100)
     ap.add_argument("--window", type=int, default=20)
     ap.add_argument("--stride", type=int, default=10)
-    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--force-max-tokens", type=int, default=8)
     ap.add_argument("--truncate", type=int, default=64, help="passage tokens (0: no truncation)")
-    ap.add_argument("--sequential-queries", type=int, default=8,
+    ap.add_argument("--sequential-queries", type=int, default=0,
                     help="run the sequential baseline on the first K queries and scale its time by Q/K "
                          "(each query's loop is independent, so its cost is additive); 0 = all queries (exact)")
     ap.add_argument("--model-dir", default=None, help="where to build the tiny model (default: a temp dir)")
