@@ -23,7 +23,7 @@ from typing import Iterable, Protocol
 import numpy as np
 import pandas as pd
 
-from rankk_cli.errors import RankkError, file_error, show
+from rankk_cli.errors import RankkError, file_error, json_object_line, show, tab_line
 from rankk_cli.runs import Run, _check_duplicates, order_run, read_text_file, rerank_positions, run_name
 
 CORPUS_CACHE_VERSION = 1
@@ -89,14 +89,7 @@ def _json_lines(path: Path, what: str):
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise file_error(path, lineno, f"expected a JSON object, found invalid JSON ({exc.msg} at column "
-                             f"{exc.colno}): {show(line)}") from None
-        if not isinstance(obj, dict):
-            raise file_error(path, lineno, f"expected a JSON object, found {type(obj).__name__}: {show(line)}")
-        yield lineno, obj
+        yield lineno, json_object_line(path, lineno, line)
 
 
 def _id_value(obj: dict, key: str, path: Path, lineno: int) -> str:
@@ -162,18 +155,13 @@ def parse_tsv_corpus(path: str | Path) -> pd.DataFrame:
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        if "\t" not in line:
-            raise file_error(path, lineno, f"expected 'docid<TAB>text', found no tab: {show(line)}")
-        docid, body = line.split("\t", 1)
-        docid = docid.strip()
-        if not docid:
-            raise file_error(path, lineno, "expected a docid before the tab, found nothing")
+        docid, body = tab_line(path, lineno, line, "docid", "text")
         if docid in first:
             raise file_error(path, lineno, f"expected each docid once, found {show(docid)} again "
                              f"(first at line {first[docid]})")
         first[docid] = lineno
         ids.append(docid)
-        texts.append(body.strip())
+        texts.append(body)
     return pd.DataFrame({"docid": ids, "text": texts})
 
 

@@ -33,3 +33,30 @@ def show(value: str, limit: int = 60) -> str:
     """A short, printable rendering of a found value for error messages."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_object_line(path: str | Path, lineno: int, line: str, expected: str = "a JSON object") -> dict:
+    """One JSONL line parsed as a JSON object, else the FILE:LINE error naming what was ``expected``."""
+    import json
+
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise file_error(path, lineno, f"expected {expected}, found invalid JSON ({exc.msg} at column "
+                         f"{exc.colno}): {show(line.strip())}") from None
+    if not isinstance(obj, dict):
+        raise file_error(path, lineno, f"expected {expected} per line, found {type(obj).__name__}: "
+                         f"{show(line.strip())}")
+    return obj
+
+
+def tab_line(path: str | Path, lineno: int, line: str, key: str, value: str) -> tuple[str, str]:
+    """``key<TAB>value`` split once, both stripped; no tab or no key is the FILE:LINE error."""
+    if "\t" not in line:
+        raise file_error(path, lineno, f"expected '{key}<TAB>{value}', found no tab: {show(line)}")
+    k, v = line.split("\t", 1)
+    k = k.strip()
+    if not k:
+        raise file_error(path, lineno, f"expected a {key if key != 'qid' else 'query id'} before the tab, "
+                         "found nothing")
+    return k, v.strip()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from rankk_cli.errors import RankkError, file_error, show
+from rankk_cli.errors import RankkError, file_error, json_object_line, show
 
 # Options for the JVM (in-process and subprocess): Lucene's memory access through sun.misc.Unsafe would
 # otherwise print a deprecation banner on Java 24+.
@@ -184,14 +184,7 @@ def validate_corpus(path: str | Path) -> CorpusStats:
                     line = line[1:]
                 if not line.strip():
                     continue
-                try:
-                    doc = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise file_error(path, lineno, f"expected a JSON object {{\"id\", \"contents\"}}, found invalid "
-                                     f"JSON ({exc.msg} at column {exc.colno}): {show(line.strip())}") from None
-                if not isinstance(doc, dict):
-                    raise file_error(path, lineno, f"expected a JSON object {{\"id\", \"contents\"}} per line, found "
-                                     f"{type(doc).__name__}: {show(line.strip())}")
+                doc = json_object_line(path, lineno, line, 'a JSON object {"id", "contents"}')
                 if "id" not in doc:
                     raise file_error(path, lineno, f"expected an \"id\" field, found keys {sorted(doc)[:6]}")
                 if "contents" not in doc:

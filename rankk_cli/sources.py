@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankk_cli.errors import file_error, show
+from rankk_cli.errors import file_error, show, tab_line
 from rankk_cli.runs import parse_int, read_text_file
 
 
@@ -33,12 +33,7 @@ def read_topics_file(path: str | Path) -> dict[str, str]:
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        if "\t" not in line:
-            raise file_error(path, lineno, f"expected 'qid<TAB>query text', found no tab: {show(line)}")
-        qid, query = line.split("\t", 1)
-        qid, query = qid.strip(), query.strip()
-        if not qid:
-            raise file_error(path, lineno, "expected a query id before the tab, found nothing")
+        qid, query = tab_line(path, lineno, line, "qid", "query text")
         if not query:
             raise file_error(path, lineno, f"expected query text after the tab for qid {show(qid)}, found nothing")
         if qid in topics:
