@@ -129,16 +129,13 @@ def _text_value(obj: dict, path: Path, lineno: int, keys=("contents",)) -> str:
 # corpora
 
 
-def parse_jsonl_corpus(path: str | Path) -> pd.DataFrame:
-    """A JSONL corpus as DataFrame(docid, text), validated (FILE:LINE errors, duplicate ids rejected)."""
-    path = Path(path)
+def _corpus_frame(path: Path, rows, label: str) -> pd.DataFrame:
+    """DataFrame(docid, text) from (lineno, docid, text) rows; a repeated id is the FILE:LINE error."""
     ids, texts = [], []
     first: dict[str, int] = {}
-    for lineno, obj in _json_lines(path, "corpus file"):
-        docid = _id_value(obj, "id" if "id" in obj or "docid" not in obj else "docid", path, lineno)
-        text = _text_value(obj, path, lineno)
+    for lineno, docid, text in rows:
         if docid in first:
-            raise file_error(path, lineno, f"expected each id once, found id {show(docid)} again "
+            raise file_error(path, lineno, f"expected each {label} once, found {label} {show(docid)} again "
                              f"(first at line {first[docid]})")
         first[docid] = lineno
         ids.append(docid)
@@ -146,23 +143,29 @@ def parse_jsonl_corpus(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame({"docid": ids, "text": texts})
 
 
+def parse_jsonl_corpus(path: str | Path) -> pd.DataFrame:
+    """A JSONL corpus as DataFrame(docid, text), validated (FILE:LINE errors, duplicate ids rejected)."""
+    path = Path(path)
+
+    def rows():
+        for lineno, obj in _json_lines(path, "corpus file"):
+            docid = _id_value(obj, "id" if "id" in obj or "docid" not in obj else "docid", path, lineno)
+            yield lineno, docid, _text_value(obj, path, lineno)
+
+    return _corpus_frame(path, rows(), "id")
+
+
 def parse_tsv_corpus(path: str | Path) -> pd.DataFrame:
     """A TSV corpus ``docid<TAB>text`` as DataFrame(docid, text)."""
     path = Path(path)
     text = read_text_file(path, "corpus file")
-    ids, texts = [], []
-    first: dict[str, int] = {}
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        docid, body = tab_line(path, lineno, line, "docid", "text")
-        if docid in first:
-            raise file_error(path, lineno, f"expected each docid once, found {show(docid)} again "
-                             f"(first at line {first[docid]})")
-        first[docid] = lineno
-        ids.append(docid)
-        texts.append(body)
-    return pd.DataFrame({"docid": ids, "text": texts})
+
+    def rows():
+        for lineno, line in enumerate(text.split("\n"), start=1):
+            if line.strip():
+                yield (lineno, *tab_line(path, lineno, line, "docid", "text"))
+
+    return _corpus_frame(path, rows(), "docid")
 
 
 def load_corpus(path: str | Path, no_cache: bool = False) -> dict[str, str]:
