@@ -412,6 +412,7 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
             from rankk_cli.rerank.engines.base import LazyEngine
 
             cls = ENGINES.get(engine)  # an unknown engine name fails here, before any work
+            cls.precheck(str(model), options)  # e.g. a --model directory that does not exist
             engine_obj = built = LazyEngine(lambda: cls(model, sampling, options), cls.name, str(model), sampling,
                                             options)
         saved_sampling = engine_obj.sampling

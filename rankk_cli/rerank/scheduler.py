@@ -37,7 +37,7 @@ class RunStats:
 class Scheduler:
     """Drive ``method`` over many queries in lockstep against ``engine`` (or print requests, in a dry run).
 
-    ``cache``: a CallCache or None. ``on_progress(windows_done, tokens_out)`` is called after every round.
+    ``cache``: a CallCache or None. ``on_progress(windows_done, tokens)`` is called after every round (tokens generated, or embedded).
     ``dry_run``: a callable receiving each Call (with ``meta["key"]``); no engine is called and every
     completion is an error completion (windows keep their input order).
     """
@@ -134,7 +134,9 @@ class Scheduler:
                 batch.extend(calls)
             completions = self._answer(batch)
             done_windows = sum(1 for c in batch if c.meta.get("window"))
-            tokens = sum(c.output_tokens for c in completions if not c.cached)
+            # tokens/s on the bar: generated tokens, or for embedding requests the tokens embedded
+            tokens = sum(c.input_tokens if c.embedding is not None else c.output_tokens
+                         for c in completions if not c.cached)
             for qid in list(live):
                 gen, _calls = live[qid]
                 a, b = spans[qid]

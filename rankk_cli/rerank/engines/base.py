@@ -118,6 +118,11 @@ class Engine(ABC):
         self.options = options
         self.stats = EngineStats()
 
+    @classmethod
+    def precheck(cls, model: str, options: EngineOptions) -> None:
+        """Cheap checks that need no model load (run before a lazily built engine, so a bad --model fails
+        before any work); raise RankkError. Default: none."""
+
     @abstractmethod
     def generate(self, requests: list[Request]) -> list[Completion]:
         """Generate for all requests in ONE batched call; same order as given."""

@@ -45,11 +45,15 @@ def _one_line(exc: BaseException) -> str:
 class VLLMEngine(Engine):
     name = "vllm"
 
+    @classmethod
+    def precheck(cls, model: str, options: EngineOptions) -> None:
+        if _looks_like_path(model) and not Path(model).expanduser().exists():
+            raise RankkError(f"cannot load model {model!r}: no such directory")
+
     def __init__(self, model: str, sampling: Sampling | None = None, options: EngineOptions | None = None):
         super().__init__(str(model), sampling or Sampling(), options or EngineOptions())
         model = self.model
-        if _looks_like_path(model) and not Path(model).expanduser().exists():
-            raise RankkError(f"cannot load model {model!r}: no such directory")
+        self.precheck(model, self.options)
         self.on_gpu = _has_cuda()
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
