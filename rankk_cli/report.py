@@ -289,6 +289,11 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
             df = pd.concat(frames, ignore_index=True)
             rep.windows[s] = df
             rep.cost[s] = cost_of(df)
+            if "cached" in df and df["cached"].fillna(False).astype(bool).any():
+                n = int(df["cached"].fillna(False).astype(bool).sum())
+                rep.notes.append(f"{s}: {n} of {len(df)} windows were answered from the call cache in the run that "
+                                 "wrote them: their tokens and seconds are the original call's, but 'engine calls' "
+                                 "counts only calls that run made")
     return rep
 
 
