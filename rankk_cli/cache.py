@@ -29,9 +29,14 @@ def file_digest(path: str | Path) -> str:
     memo_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if memo_key not in _DIGESTS:
         h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
+        try:
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+        except OSError as exc:
+            from rankk_cli.errors import file_error
+
+            raise file_error(path, None, f"cannot read the file: {exc.strerror or exc}") from None
         _DIGESTS[memo_key] = h.hexdigest()
     return _DIGESTS[memo_key]
 

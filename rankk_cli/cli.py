@@ -244,6 +244,10 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:  # last resort: an unreadable input or a full disk is one line, never a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"rankk: error: {where}{exc.strerror or exc}\n")
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -121,6 +121,14 @@ CASES = [
     Case("run: directory", ["eval", "{w}/adir", "--qrels", "{w}/qrels.txt"], "{w}/adir:", {"qrels.txt": QRELS},
          dirs=("adir",)),
     case_eval("run: unreadable (chmod 000)", "{w}/run.trec: cannot read", unreadable="run.trec"),
+    # a file whose read fails with an I/O error even for root (Linux): the unreadable case that always runs
+    Case("run: read fails with EIO", ["eval", "/proc/self/mem", "--qrels", "{w}/qrels.txt"],
+         "/proc/self/mem: cannot read", {"qrels.txt": QRELS}),
+    Case("qrels: read fails with EIO", ["eval", "{w}/run.trec", "--qrels", "/proc/self/mem"],
+         "/proc/self/mem: cannot read", {"run.trec": RUN}),
+    Case("corpus: read fails with EIO", ["retrieve", "--topics", "{w}/topics.tsv", "--corpus", "/proc/self/mem",
+                                         "-o", "{w}/out.trec"], "/proc/self/mem: cannot read",
+         {"topics.tsv": TOPICS}, output="out.trec"),
     # ---- qrels
     case_eval("qrels: 3 columns", "{w}/qrels.txt:2: expected 4 columns", bad_qrels="q1 0 d1 1\nq1 d3 0\n"),
     case_eval("qrels: relevance not an integer", "{w}/qrels.txt:1: expected an integer relevance",
