@@ -363,3 +363,17 @@ def test_parquet_written_by_rankk_is_marked_checked_and_an_edited_file_is_still_
     pq.write_table(grown, bad2)
     with pytest.raises(RankkError, match="duplicate"):
         read_run(bad2)
+
+
+def test_written_files_get_normal_permissions_and_a_directory_target_is_one_line(tmp_path):
+    run = run_from_rankings({"q1": [("a", 2.0), ("b", 1.0)]})
+    for name in ("r.trec", "r.trec.gz", "r.parquet"):
+        write_run(run, tmp_path / name)
+        mode = (tmp_path / name).stat().st_mode & 0o777
+        mask = os.umask(0)
+        os.umask(mask)
+        assert mode == 0o666 & ~mask, oct(mode)  # not mkstemp's 0600
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(RankkError, match="adir: expected an output file path, found a directory"):
+        write_run(run, tmp_path / "adir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "r.parquet", "r.trec", "r.trec.gz"]
