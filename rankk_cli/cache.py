@@ -17,14 +17,16 @@ from pathlib import Path
 import pandas as pd
 
 from rankk_cli.paths import cache_root
-from rankk_cli.runs import atomic_path
+from rankk_cli.runs import PARQUET_COMPRESSION, atomic_path
 
 _DIGESTS: dict[tuple, str] = {}
 
 
 def file_digest(path: str | Path) -> str:
     """sha256 of a file's bytes (memoised per process by path, size and mtime)."""
-    path = Path(path)
+    from rankk_cli.errors import check_input_file
+
+    path = check_input_file(path)
     st = path.stat()
     memo_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if memo_key not in _DIGESTS:
@@ -96,7 +98,7 @@ class StageCache:
         path = self.path(stage, key)
         table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
         with atomic_path(path) as tmp:
-            pq.write_table(table, tmp)
+            pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
         return path
 
 

@@ -6,6 +6,7 @@ commands that need them, so ``rankk --help`` and ``rankk eval`` stay fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -219,6 +220,20 @@ def doctor(
 # entry point
 
 
+def _exit(code: int) -> None:
+    """Leave after an error line. Without an in-process engine (vLLM/torch own child processes and atexit
+    clean-up), skip interpreter teardown: a pyarrow worker thread still winding down can otherwise abort it
+    ('terminate called without an active exception', exit 134 instead of 2 -- apache/arrow#34314)."""
+    if any(name in sys.modules for name in ("vllm", "torch", "jnius")):
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
+            pass
+    os._exit(code)
+
+
 def main() -> None:
     """Console entry: user errors become one line on stderr and exit code 2; Ctrl-C exits 130."""
     try:
@@ -229,25 +244,25 @@ def main() -> None:
         code = app(standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:  # bare `rankk`: the help, as before
         exc.show()
-        sys.exit(exc.exit_code)
+        _exit(exc.exit_code)
     except click.exceptions.ClickException as exc:  # usage errors (bad option value, missing argument): one line
         sys.stderr.write(f"rankk: error: {' '.join(exc.format_message().split())}\n")
-        sys.exit(2)
+        _exit(2)
     except typer.Abort:
         sys.stderr.write("rankk: interrupted\n")
-        sys.exit(130)
+        _exit(130)
     except RankkError as exc:
         sys.stderr.write(f"rankk: error: {exc}\n")
-        sys.exit(exc.exit_code)
+        _exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("rankk: interrupted\n")
-        sys.exit(130)
+        _exit(130)
     except BrokenPipeError:
-        sys.exit(0)
+        _exit(0)
     except OSError as exc:  # last resort: an unreadable input or a full disk is one line, never a traceback
         where = f"{exc.filename}: " if exc.filename else ""
         sys.stderr.write(f"rankk: error: {where}{exc.strerror or exc}\n")
-        sys.exit(2)
+        _exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
 

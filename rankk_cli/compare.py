@@ -332,7 +332,7 @@ def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None) -> None:
 def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: Sequence[str], test: str = "t",
                     correction: str = "holm", alpha: float = 0.05, permutations: int = 10000, seed: int = 42,
                     plot: Path | None = None, fmt: str = "table") -> list[ComparisonRow]:
-    from rankk_cli.errors import file_error
+    from rankk_cli.errors import check_input_file, check_not_input, file_error
     from rankk_cli.evaluate import QrelsSource, evaluate_path, note, parse_measures, report_coverage
     from rankk_cli.runs import run_name
 
@@ -347,9 +347,8 @@ def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: 
     parsed = parse_measures(measures)
     paths = [Path(baseline), *map(Path, runs)]
     for path in paths:
-        if not path.is_file():
-            raise file_error(path, None, "no such run file" if not path.exists()
-                             else "expected a run file, found a directory")
+        check_input_file(path, "run file")
+    check_not_input(plot, "--plot", [*paths, qrels if Path(qrels).exists() else None])
     names, taken = [], set()
     for path in paths:
         name = run_name(path)
@@ -358,13 +357,13 @@ def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: 
         taken.add(name)
         names.append(name)
     source = QrelsSource(qrels)
-    results = []
-    for path, name in zip(paths, names):
-        result = evaluate_path(path, source, parsed, run_queries_only=False, name=name)
+    # every run is read and scored before any note is printed: a bad run is then the only line on stderr
+    results = [evaluate_path(path, source, parsed, run_queries_only=False, name=name)
+               for path, name in zip(paths, names)]
+    for name, result in zip(names, results):
         if result.cached:
             note(f"{name}: reused cached results")
         report_coverage(result, qrels, run_queries_only=False)
-        results.append(result)
     if not results[0].qids:
         raise RankkError(f"{qrels}: expected judged queries to compare on, found none")
     rows = compare_results(results[0], results[1:], [str(m) for m in parsed], test, correction, alpha,

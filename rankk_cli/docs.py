@@ -23,8 +23,8 @@ from typing import Iterable, Protocol
 import numpy as np
 import pandas as pd
 
-from rankk_cli.errors import RankkError, file_error, json_object_line, show, tab_line
-from rankk_cli.runs import Run, _check_duplicates, order_run, read_text_file, rerank_positions, run_name
+from rankk_cli.errors import RankkError, bad_id, check_input_file, file_error, json_object_line, show, tab_line
+from rankk_cli.runs import INT64_MAX, Run, _check_duplicates, order_run, read_text_file, rerank_positions, run_name
 
 CORPUS_CACHE_VERSION = 1
 
@@ -99,8 +99,9 @@ def _id_value(obj: dict, key: str, path: Path, lineno: int) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise file_error(path, lineno, f"expected {key!r} to be a string, found {show(json.dumps(value))}")
     value = str(value)
-    if not value.strip() or any(ch.isspace() for ch in value):
-        raise file_error(path, lineno, f"expected {key!r} to be a non-empty id without spaces, found {show(value)}")
+    if bad_id(value):
+        raise file_error(path, lineno, f"expected {key!r} to be a non-empty id without spaces or control "
+                         f"characters, found {show(value)}")
     return value
 
 
@@ -172,11 +173,7 @@ def load_corpus(path: str | Path, no_cache: bool = False) -> dict[str, str]:
     """docid -> text of a JSONL/TSV corpus file, through the stage cache (keyed by the file's digest)."""
     from rankk_cli.cache import StageCache, enabled, file_digest, stage_key
 
-    path = Path(path)
-    if not path.exists():
-        raise file_error(path, None, "no such corpus file")
-    if path.is_dir():
-        raise file_error(path, None, "expected a corpus file, found a directory")
+    path = check_input_file(path, "corpus file")
     fmt = "tsv" if _base_suffix(path) == ".tsv" else "jsonl"
     try:
         digest = file_digest(path)
@@ -209,10 +206,14 @@ def _candidates_jsonl(path: Path) -> pd.DataFrame:
         qid = _id_value(obj, "qid", path, lineno)
         docid = _id_value(obj, "docid", path, lineno)
         rank = obj.get("rank")
-        if isinstance(rank, bool) or not isinstance(rank, int):
-            raise file_error(path, lineno, f"expected an integer 'rank', found {show(json.dumps(rank))}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or abs(rank) > INT64_MAX:
+            raise file_error(path, lineno, f"expected an integer 'rank' (int64), found {show(json.dumps(rank))}")
         score = obj.get("score")
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        try:
+            finite = math.isfinite(score)
+        except (TypeError, OverflowError):  # not a number, or an integer beyond float range
+            finite = False
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not finite:
             raise file_error(path, lineno, f"expected a finite number as 'score', found {show(json.dumps(score))}")
         if "text" not in obj:
             raise file_error(path, lineno, f"expected a 'text' field, found keys {sorted(obj)[:8]}")
@@ -273,7 +274,7 @@ def _first_json_object(path: Path) -> dict | None:
                 if line:
                     obj = json.loads(line)
                     return obj if isinstance(obj, dict) else None
-    except (OSError, EOFError, ValueError, UnicodeDecodeError):
+    except (OSError, EOFError, ValueError, UnicodeDecodeError, RecursionError):
         return None
     return None
 

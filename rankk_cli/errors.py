@@ -29,6 +29,55 @@ def file_error(path: str | Path, line: int | None, message: str) -> RankkError:
     return RankkError(f"{where}: {message}")
 
 
+def check_input_file(path: str | Path, what: str = "file") -> Path:
+    """``path`` as an input file rankk can read (twice: once to key the cache, once to parse), else the one-line
+    error: missing, a directory, or not a regular file (a FIFO or device would block or read empty the second
+    time -- save the stream to a file first)."""
+    import stat
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise file_error(path, None, f"no such {what}") from None
+    except OSError as exc:
+        raise file_error(path, None, f"cannot read {what}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise file_error(path, None, f"expected a {what}, found a directory")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a special file")
+        raise file_error(path, None, f"expected a regular {what}, found {kind} (rankk reads inputs twice, to key "
+                         "its cache and to parse them: save the stream to a file first)")
+    return path
+
+
+def check_not_input(output: str | Path | None, flag: str, inputs) -> None:
+    """An output path must not be one of the command's inputs (writing it would destroy the input)."""
+    import os
+
+    if output is None:
+        return
+    out = Path(output)
+    for given in inputs:
+        if given is None:
+            continue
+        path = Path(given)
+        try:
+            same = out.exists() and path.exists() and os.path.samefile(out, path)
+        except OSError:
+            same = False
+        if same or (not out.exists() and out.resolve() == path.resolve()):
+            raise RankkError(f"{flag} {output}: expected a new output path, found one of the inputs ({given}); "
+                             "writing it would overwrite that input")
+
+
+def bad_id(value: str) -> bool:
+    """An id a TREC file cannot hold: empty, or with whitespace or a control character in it."""
+    return not value or any(ch.isspace() or ch < " " or ch == "\x7f" for ch in value)
+
+
 def show(value: str, limit: int = 60) -> str:
     """A short, printable rendering of a found value for error messages."""
     text = repr(value)
@@ -44,6 +93,9 @@ def json_object_line(path: str | Path, lineno: int, line: str, expected: str = "
     except json.JSONDecodeError as exc:
         raise file_error(path, lineno, f"expected {expected}, found invalid JSON ({exc.msg} at column "
                          f"{exc.colno}): {show(line.strip())}") from None
+    except (ValueError, RecursionError) as exc:  # an integer over Python's digit limit; nesting too deep
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else " ".join(str(exc).split()[:12])
+        raise file_error(path, lineno, f"expected {expected}, found JSON rankk cannot load ({reason})") from None
     if not isinstance(obj, dict):
         raise file_error(path, lineno, f"expected {expected} per line, found {type(obj).__name__}: "
                          f"{show(line.strip())}")

@@ -74,6 +74,10 @@ def parse_measures(specs: Sequence[str]) -> list:
             detail = " ".join(str(exc).split()) or type(exc).__name__
             raise RankkError(f"-m {show(str(spec))}: expected an ir-measures measure such as nDCG@10, AP, "
                              f"R(rel=2)@100, RR@10, P@5; found an invalid one ({detail})") from None
+        cutoff = dict(measure.params).get("cutoff")
+        if cutoff is not None and (not isinstance(cutoff, int) or cutoff < 1):
+            # trec_eval aborts (SIGABRT) on a zero cutoff; a rank cutoff is a positive integer
+            raise RankkError(f"-m {show(str(spec))}: expected a cutoff of at least 1 after '@', found {cutoff!r}")
         if str(measure) not in seen:
             seen.add(str(measure))
             out.append(measure)
@@ -547,11 +551,9 @@ def evaluate_path(path: str | Path, qrels: QrelsSource, measures: list, run_quer
     from rankk_cli import cache as cache_mod
     from rankk_cli.runs import read_run, run_name
 
-    path = Path(path)
-    if not path.is_file():
-        from rankk_cli.errors import file_error
+    from rankk_cli.errors import check_input_file
 
-        raise file_error(path, None, "no such run file" if not path.exists() else "expected a run file, found a directory")
+    path = check_input_file(path, "run file")
     display = name or run_name(path)
     store = cache_mod.StageCache()
     key = _cache_key(path, qrels.identity, measures, run_queries_only)
@@ -647,21 +649,19 @@ def render(results: list[EvalResult], fmt: str, per_query: bool, out=None) -> No
 def eval_command(runs: Sequence[Path], qrels: str, measures: Sequence[str], per_query: bool = False,
                  run_queries_only: bool = False, fmt: str = "table", no_cache: bool = False) -> list[EvalResult]:
     parsed = parse_measures(measures)
-    for path in runs:  # fail fast, before any work, on a missing run
-        if not Path(path).is_file():
-            from rankk_cli.errors import file_error
+    from rankk_cli.errors import check_input_file
 
-            raise file_error(path, None, "no such run file" if not Path(path).exists()
-                             else "expected a run file, found a directory")
+    for path in runs:  # fail fast, before any work, on a missing run
+        check_input_file(path, "run file")
     source = QrelsSource(qrels)
-    results, names = [], set()
-    for path in runs:
-        name = _unique_name(Path(path), names)
-        result = evaluate_path(path, source, parsed, run_queries_only, no_cache, name=name)
+    names: set = set()
+    # every run is read and scored before any note is printed: a bad run is then the only line on stderr
+    results = [evaluate_path(path, source, parsed, run_queries_only, no_cache, name=_unique_name(Path(path), names))
+               for path in runs]
+    for result in results:
         if result.cached:
-            note(f"{name}: reused cached results (--no-cache to recompute)")
+            note(f"{result.run}: reused cached results (--no-cache to recompute)")
         report_coverage(result, qrels, run_queries_only)
-        results.append(result)
     render(results, fmt, per_query)
     return results
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from rankk_cli.errors import RankkError, file_error, json_object_line, show
+from rankk_cli.errors import RankkError, bad_id, check_input_file, file_error, json_object_line, show
 
 # Options for the JVM (in-process and subprocess): Lucene's memory access through sun.misc.Unsafe would
 # otherwise print a deprecation banner on Java 24+.
@@ -169,11 +169,7 @@ def validate_corpus(path: str | Path) -> CorpusStats:
     Raises ``FILE:LINE: expected ..., found ...`` for bad JSON, a line that is not an object, a missing or
     non-string id/contents, an empty id, a duplicate id, or an empty file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise file_error(path, None, "no such corpus file")
-    if path.is_dir():
-        raise file_error(path, None, "expected a JSONL corpus file, found a directory")
+    path = check_input_file(path, "JSONL corpus file")
     seen: dict[str, int] = {}
     empty = 0
     lineno = 0
@@ -195,6 +191,9 @@ def validate_corpus(path: str | Path) -> CorpusStats:
                 docid = str(docid)
                 if not docid.strip():
                     raise file_error(path, lineno, "expected a non-empty \"id\", found an empty string")
+                if bad_id(docid):
+                    raise file_error(path, lineno, "expected an \"id\" without whitespace or control characters "
+                                     f"(run files are whitespace-separated), found {show(docid)}")
                 contents = doc["contents"]
                 if not isinstance(contents, str):
                     raise file_error(path, lineno, f"expected \"contents\" to be a string for id {show(docid)}, "
@@ -307,11 +306,7 @@ def index_for_corpus(corpus: str | Path, cache_dir: str | Path, threads: int = 2
     """The cached index of a corpus (keyed by its content digest); validated and built on first use."""
     from rankk_cli.cache import file_digest
 
-    corpus = Path(corpus)
-    if not corpus.exists():
-        raise file_error(corpus, None, "no such corpus file")
-    if corpus.is_dir():
-        raise file_error(corpus, None, "expected a JSONL corpus file, found a directory")
+    corpus = check_input_file(corpus, "JSONL corpus file")
     digest = file_digest(corpus)
     dest = Path(cache_dir) / digest
     if is_lucene_index(dest):

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rankk_cli.cache import StageCache, dir_digest, enabled, file_digest, stage_key
-from rankk_cli.errors import RankkError
+from rankk_cli.errors import RankkError, check_input_file, check_not_input
 from rankk_cli.paths import cache_root
 from rankk_cli.runs import Run, run_from_rankings, run_to_table, write_run
 
@@ -35,18 +35,22 @@ def bm25_tag(k1: float, b: float) -> str:
     return f"bm25_k1={k1:g}_b={b:g}"
 
 
+JAVA_INT_MAX = 2**31 - 1  # Lucene's hit count is a Java int
+MAX_THREADS = 1024
+
+
 def _check_options(corpus, index, k: int, k1: float, b: float, threads: int) -> None:
     if (corpus is None) == (index is None):
         raise RankkError("give exactly one of --corpus FILE.jsonl (index it) or --index DIR_OR_PREBUILT_NAME"
                          + (", found both" if corpus is not None else ", found neither"))
-    if k < 1:
-        raise RankkError(f"--k: expected a positive number of hits, found {k}")
-    if not k1 >= 0:
-        raise RankkError(f"--k1: expected a non-negative number, found {k1}")
+    if not 1 <= k <= JAVA_INT_MAX:
+        raise RankkError(f"--k: expected a positive number of hits, at most {JAVA_INT_MAX}, found {k}")
+    if not 0 <= k1 < float("inf"):
+        raise RankkError(f"--k1: expected a finite number >= 0, found {k1}")
     if not 0 <= b <= 1:
         raise RankkError(f"--b: expected a number in [0, 1], found {b}")
-    if threads < 1:
-        raise RankkError(f"--threads: expected at least 1, found {threads}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise RankkError(f"--threads: expected an integer in [1, {MAX_THREADS}], found {threads}")
 
 
 def _jar_version() -> str:
@@ -58,11 +62,7 @@ def _jar_version() -> str:
 def _index_identity(corpus: Path | None, index: str | None) -> tuple[dict, str]:
     """What identifies the index in cache keys (computed without Java), and how to show it."""
     if corpus is not None:
-        corpus = Path(corpus)
-        if not corpus.exists():
-            raise RankkError(f"{corpus}: no such corpus file")
-        if corpus.is_dir():
-            raise RankkError(f"{corpus}: expected a JSONL corpus file, found a directory")
+        corpus = check_input_file(corpus, "JSONL corpus file")
         from rankk_cli.lucene import INDEX_FORMAT
 
         return {"corpus_sha256": file_digest(corpus), "format": INDEX_FORMAT}, str(corpus)
@@ -97,6 +97,7 @@ def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, i
     """Run BM25 for every topic and write ``output``. Returns the Run that was written."""
     console = console or Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     _check_options(corpus, index, k, k1, b, threads)
+    check_not_input(output, "-o/--output", [corpus, topics if Path(topics).exists() else None])
     from rankk_cli.sources import load_topics
 
     queries = load_topics(topics)

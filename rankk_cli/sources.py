@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankk_cli.errors import file_error, show, tab_line
-from rankk_cli.runs import parse_int, read_text_file
+from rankk_cli.errors import bad_id, file_error, show, tab_line
+from rankk_cli.runs import fields, parse_int, read_text_file
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -34,6 +34,9 @@ def read_topics_file(path: str | Path) -> dict[str, str]:
         if not line.strip():
             continue
         qid, query = tab_line(path, lineno, line, "qid", "query text")
+        if bad_id(qid):
+            raise file_error(path, lineno, f"expected a qid without spaces or control characters before the tab "
+                             f"(run files are whitespace-separated), found {show(qid)}")
         if not query:
             raise file_error(path, lineno, f"expected query text after the tab for qid {show(qid)}, found nothing")
         if qid in topics:
@@ -69,7 +72,7 @@ def read_qrels_file(path: str | Path) -> pd.DataFrame:
     qids, docids, rels = [], [], []
     seen: dict[tuple[str, str], int] = {}
     for lineno, line in enumerate(text.split("\n"), start=1):
-        parts = line.split()
+        parts = fields(line)
         if not parts:
             continue
         if len(parts) != 4:

@@ -207,9 +207,60 @@ CASES = [
     case_rerank("docs: corpus missing a docid", "{w}/small.jsonl: 3 of 4 requested docids not found", run=RUN,
                 run_name="run.trec", extra=("--docs", "{w}/small.jsonl"),
                 files={"small.jsonl": CORPUS.split("\n", 1)[0] + "\n"}),
+    # ---- found by fuzzing the CLI (stop 7): numbers out of range, ids a TREC file cannot hold, special files
+    case_eval("run: rank beyond int64", "{w}/run.trec:2: expected an integer rank",
+              bad_run="q1 Q0 d1 1 3 t\nq1 Q0 d2 99999999999999999999 2 t\n"),
+    case_eval("run: full-width digit rank", "{w}/run.trec:1: expected an integer rank", bad_run="q1 Q0 d1 \uff11 3 t\n"),
+    case_eval("run: no-break space as separator", "{w}/run.trec:1: expected 6 columns",
+              bad_run="q1\u00a0Q0 d1 1 3 t\n"),
+    case_eval("qrels: relevance beyond int64", "{w}/qrels.txt:1: expected an integer relevance",
+              bad_qrels="q1 0 d1 99999999999999999999\n"),
+    Case("run: a character device", ["eval", "/dev/null", "--qrels", "{w}/qrels.txt"],
+         "/dev/null: expected a regular run file, found a character device", {"qrels.txt": QRELS}),
+    Case("qrels: a character device", ["eval", "{w}/run.trec", "--qrels", "/dev/null"],
+         "/dev/null: expected a regular qrels file, found a character device", {"run.trec": RUN}),
+    case_eval("flag: measure cutoff 0 (trec_eval aborts)", "-m 'nDCG@0': expected a cutoff of at least 1",
+              extra=("-m", "nDCG@0")),
+    case_retrieve("corpus: id with a space", "{w}/corpus.jsonl:2: expected an \"id\" without whitespace",
+                  corpus=CORPUS.split("\n", 1)[0] + "\n" + json.dumps({"id": "d 5", "contents": "x"}) + "\n"),
+    case_retrieve("corpus: id with a tab", "{w}/corpus.jsonl:1: expected an \"id\" without whitespace",
+                  corpus=json.dumps({"id": "d\t6", "contents": "x"}) + "\n"),
+    case_retrieve("corpus: integer beyond Python's digit limit", "{w}/corpus.jsonl:1: expected a JSON object",
+                  corpus='{"id": "d1", "contents": "x", "n": ' + "9" * 5000 + "}\n"),
+    case_retrieve("corpus: JSON nested too deeply", "{w}/corpus.jsonl:1: expected a JSON object",
+                  corpus='{"id": "d1", "contents": "x", "n": ' + "[" * 100000 + "]" * 100000 + "}\n"),
+    case_retrieve("topics: qid with a space", "{w}/topics.tsv:1: expected a qid without spaces",
+                  topics="q 1\tfirst\n"),
+    case_retrieve("flag: infinite k1", "--k1: expected a finite number", extra=("--k1", "inf")),
+    case_retrieve("flag: k beyond Lucene's int", "--k: expected a positive number of hits, at most",
+                  extra=("-k", "3000000000")),
+    Case("retrieve: output is the corpus", ["retrieve", "--topics", "{w}/topics.tsv", "--corpus", "{w}/corpus.jsonl",
+                                            "-o", "{w}/corpus.jsonl"],
+         "-o/--output {w}/corpus.jsonl: expected a new output path, found one of the inputs",
+         {"topics.tsv": TOPICS, "corpus.jsonl": CORPUS}),
+    Case("compare: --plot is the baseline run", ["compare", "{w}/base.trec", "{w}/other.trec", "--qrels",
+                                                 "{w}/qrels.txt", "--plot", "{w}/base.trec"],
+         "--plot {w}/base.trec: expected a new output path", {"base.trec": RUN, "other.trec": RUN, "qrels.txt": QRELS}),
+    case_rerank("candidates: score beyond float range", "{w}/cands.jsonl:1: expected a finite number as 'score'",
+                run='{"qid": "q1", "docid": "d1", "rank": 1, "score": ' + "9" * 400 + ', "text": "t"}\n'),
+    case_rerank("candidates: rank beyond int64", "{w}/cands.jsonl:1: expected an integer 'rank'",
+                run=json.dumps({"qid": "q1", "docid": "d1", "rank": 10 ** 30, "score": 1.0, "text": "t"}) + "\n"),
+    case_rerank("candidates Parquet: docid with a space", "{w}/cands.parquet:2: expected a docid without spaces",
+                run=None, run_name="cands.parquet"),
+    case_rerank("rerank: negative temperature", "--temperature: expected a number >= 0",
+                extra=("--temperature", "-1")),
+    case_rerank("rerank: top-p above 1", "--top-p: expected a number in (0, 1]", extra=("--top-p", "2")),
     case_rerank("docs: unknown ir_datasets id", "unknown ir_datasets id 'nope/nope'", run=RUN, run_name="run.trec",
                 extra=("--docs", "nope/nope")),
 ]
+
+
+def _candidates_parquet_with_spaced_docid(path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"qid": ["q1", "q1"], "docid": ["d1", "d 2"], "rank": [1, 2], "score": [2.0, 1.0],
+                             "text": ["a", "b"]}), path)
 
 
 def command_missing(case: Case) -> str | None:
@@ -230,7 +281,9 @@ def test_bad_input(case: Case, tmp_path, rankk):
     work = tmp_path / "w"
     work.mkdir()
     for name, content in case.files.items():
-        if content is None:
+        if content is None and name.endswith(".parquet"):
+            _candidates_parquet_with_spaced_docid(work / name)
+        elif content is None:
             (work / name).mkdir()
         elif isinstance(content, bytes):
             (work / name).write_bytes(content)

@@ -21,6 +21,19 @@ class Sampling:
     max_tokens: int = 4096
     seed: int | None = None
 
+    def __post_init__(self) -> None:  # bad values fail here, before a model loads (vLLM would raise later)
+        import math
+
+        from rankk_cli.errors import RankkError
+
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise RankkError(f"--temperature: expected a number >= 0, found {self.temperature}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise RankkError(f"--top-p: expected a number in (0, 1], found {self.top_p}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise RankkError(f"--seed: expected an integer in [0, 2^63), found {self.seed}")
+
 
 @dataclass(frozen=True)
 class EngineOptions:
