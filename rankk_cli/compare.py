@@ -332,7 +332,8 @@ def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None) -> None:
 def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: Sequence[str], test: str = "t",
                     correction: str = "holm", alpha: float = 0.05, permutations: int = 10000, seed: int = 42,
                     plot: Path | None = None, fmt: str = "table") -> list[ComparisonRow]:
-    from rankk_cli.errors import check_input_file, check_not_input, file_error
+    from rankk_cli.errors import check_input_file, file_error
+    from rankk_cli.outputs import check_not_input
     from rankk_cli.evaluate import QrelsSource, evaluate_path, note, parse_measures, report_coverage
     from rankk_cli.runs import run_name
 

@@ -53,26 +53,6 @@ def check_input_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
-def check_not_input(output: str | Path | None, flag: str, inputs) -> None:
-    """An output path must not be one of the command's inputs (writing it would destroy the input)."""
-    import os
-
-    if output is None:
-        return
-    out = Path(output)
-    for given in inputs:
-        if given is None:
-            continue
-        path = Path(given)
-        try:
-            same = out.exists() and path.exists() and os.path.samefile(out, path)
-        except OSError:
-            same = False
-        if same or (not out.exists() and out.resolve() == path.resolve()):
-            raise RankkError(f"{flag} {output}: expected a new output path, found one of the inputs ({given}); "
-                             "writing it would overwrite that input")
-
-
 def bad_id(value: str) -> bool:
     """An id a TREC file cannot hold: empty, or with whitespace or a control character in it."""
     return not value or any(ch.isspace() or ch < " " or ch == "\x7f" for ch in value)

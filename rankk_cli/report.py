@@ -21,14 +21,16 @@ per window, one colour per reranked system.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from rankk_cli.errors import RankkError, show
+from rankk_cli.errors import RankkError, file_error, show
+from rankk_cli.outputs import check_distinct, check_output_path, commit_outputs
 
 RUN_SUFFIXES = (".trec", ".trec.gz", ".txt", ".run", ".parquet", ".gz")
 WINDOWS_SUFFIX = ".windows.parquet"
@@ -92,6 +94,10 @@ def parse_qrels_specs(specs: Sequence[str], datasets: Sequence[str], root: Path)
 
 
 # ----------------------------------------------------------------------------------------------------------
+# output files: checked before any work, written all or nothing (shared with rankk rerank)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # cost from the rerank windows files
 
 
@@ -99,27 +105,115 @@ COST_COLUMNS = ("requests", "engine calls", "tokens in", "tokens out", "seconds"
 
 
 def windows_table(run_path: Path):
-    """The rerank windows Parquet beside ``run_path`` as a DataFrame, or None."""
+    """The rerank windows Parquet beside ``run_path`` as a DataFrame (schema checked), or None."""
     path = Path(str(run_path) + WINDOWS_SUFFIX)
     if not path.is_file():
         return None
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pandas()
+        table = pq.read_table(path)
     except Exception as exc:  # noqa: BLE001 - a damaged side file: one line
         raise RankkError(f"{path}: expected rankk rerank's windows Parquet, cannot read it: "
                          f"{' '.join(str(exc).split())[:160]}") from None
+    check_windows_schema(table, path)
+    import pyarrow as pa
+
+    for i, f in enumerate(table.schema):  # pandas categoricals: plain columns again
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(f.type.value_type))
+    df = table.to_pandas()
+    df["qid"] = df["qid"].astype(str)
+    return df
 
 
-def cost_of(df) -> dict:
+def _is_text(t) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):  # a pandas categorical written to Parquet
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+
+
+def _is_number(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
+
+
+def check_windows_schema(table, path: Path) -> None:
+    """The columns the report reads from a windows file (rankk_cli.rerank.pipeline.records_table), each of the
+    right type and range: ``FILE: expected ..., found ...`` otherwise. Only ``qid`` is required."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = table.column_names
+    if "qid" not in names:
+        raise file_error(path, None, "expected a 'qid' column (rankk rerank's windows Parquet), found columns "
+                         f"{', '.join(names[:8]) or 'none'}")
+    for name in set(names):
+        if names.count(name) > 1:
+            raise file_error(path, None, f"expected each column once, found {name!r} {names.count(name)} times")
+    t = table.schema.field("qid").type
+    if not (_is_text(t) or pa.types.is_integer(t)) or pa.types.is_null(t):
+        raise file_error(path, None, f"expected column 'qid' of strings, found type {t}")
+    if table.column("qid").null_count:
+        raise file_error(path, None, f"expected a qid in every row, found {table.column('qid').null_count} null(s)")
+    if "engine_call" in names:
+        t = table.schema.field("engine_call").type
+        ok = pa.types.is_null(t) or ((pa.types.is_list(t) or pa.types.is_large_list(t))
+                                     and (pa.types.is_integer(t.value_type) or pa.types.is_null(t.value_type)))
+        if not ok:
+            raise file_error(path, None, f"expected column 'engine_call' as lists of integers (engine call "
+                             f"indices), found type {t}")
+    for name in ("input_tokens", "output_tokens", "seconds"):
+        if name not in names:
+            continue
+        t = table.schema.field(name).type
+        if not _is_number(t):
+            raise file_error(path, None, f"expected column {name!r} of numbers, found type {t}")
+        if pa.types.is_null(t) or table.num_rows == 0:
+            continue
+        col = table.column(name)
+        bad = pc.invert(pc.is_finite(col)) if pa.types.is_floating(t) else None
+        if bad is not None and pc.any(bad).as_py():
+            row = next(i for i, v in enumerate(bad.to_pylist()) if v)
+            raise file_error(path, None, f"expected finite numbers in column {name!r}, found "
+                             f"{col[row].as_py()!r} (row {row + 1})")
+        low = pc.min(col).as_py()
+        if low is not None and low < 0:
+            raise file_error(path, None, f"expected non-negative numbers in column {name!r}, found {low!r}")
+    for name in ("reasoning",):
+        if name in names and not _is_text(table.schema.field(name).type):
+            raise file_error(path, None, f"expected column {name!r} of strings, found type "
+                             f"{table.schema.field(name).type}")
+    if "cached" in names:
+        t = table.schema.field("cached").type
+        if not (pa.types.is_boolean(t) or pa.types.is_null(t)):
+            raise file_error(path, None, f"expected column 'cached' of booleans, found type {t}")
+
+
+def cost_of(df, what: str = "windows") -> dict:
+    """Cost columns summed over ``df`` (windows already checked by ``check_windows_schema``)."""
+
+    def total(column: str) -> float:
+        if column not in df:
+            return 0
+        col = df[column]
+        if col.dtype.kind in "iu":  # exact
+            return int(col.sum())
+        value = float(col.astype("float64").fillna(0).sum())
+        if not math.isfinite(value):
+            raise RankkError(f"{what}: expected a finite total of column {column!r}, found {value}")
+        return value
+
     calls = [list(c) if c is not None else [] for c in df.get("engine_call", [])]
     return {
         "requests": sum(len(c) for c in calls),
-        "engine calls": len({i for c in calls for i in c if i is not None and i >= 0}),
-        "tokens in": int(df["input_tokens"].fillna(0).sum()) if "input_tokens" in df else 0,
-        "tokens out": int(df["output_tokens"].fillna(0).sum()) if "output_tokens" in df else 0,
-        "seconds": float(df["seconds"].fillna(0).sum()) if "seconds" in df else 0.0,
+        "engine calls": len({int(i) for c in calls for i in c if i is not None and i >= 0}),
+        "tokens in": int(round(total("input_tokens"))),
+        "tokens out": int(round(total("output_tokens"))),
+        "seconds": float(total("seconds")),
     }
 
 
@@ -251,6 +345,8 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
     # baseline first, the others in name order
     systems = [baseline] + [s for s in systems if s != baseline]
     rep = Report(datasets, names, systems, baseline, alpha=alpha, correction=correction, test=test)
+    # the windows files are read (and their schema checked) before any evaluation: a bad one fails fast
+    windows = {(s, ds): windows_table(runs[s]) for ds, runs in found.items() for s in runs}
 
     for ds, runs in found.items():
         source = QrelsSource(qrels[ds])
@@ -281,14 +377,14 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
         frames = []
         for ds, runs in found.items():
             if s in runs:
-                df = windows_table(runs[s])
+                df = windows[(s, ds)]
                 if df is not None:
                     df = df.assign(dataset=ds)
                     frames.append(df)
         if frames:
             df = pd.concat(frames, ignore_index=True)
             rep.windows[s] = df
-            rep.cost[s] = cost_of(df)
+            rep.cost[s] = cost_of(df, f"{s}'s windows files")
             if "cached" in df and df["cached"].fillna(False).astype(bool).any():
                 n = int(df["cached"].fillna(False).astype(bool).sum())
                 rep.notes.append(f"{s}: {n} of {len(df)} windows were answered from the call cache in the run that "
@@ -301,19 +397,24 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
 # the figure
 
 
-def plot(rep: Report, path: Path) -> None:
+def render_plot(rep: Report) -> bytes:
+    """The PNG (rankings per query, reasoning length per window) as bytes."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
-    systems = [s for s in rep.systems if s in rep.windows]
+    with_files = [s for s in rep.systems if s in rep.windows]
+    systems = [s for s in with_files if len(rep.windows[s])]  # an empty windows file has nothing to draw
     colors = plt.get_cmap("tab10")
     ax1, ax2 = axes
     if not systems:
+        text = "no windows recorded in the rerank windows files" if with_files else "no rerank windows files found"
         for ax in axes:
-            ax.text(0.5, 0.5, "no rerank windows files found", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     per_query = {}
     lengths = {}
     for s in systems:
@@ -350,12 +451,19 @@ def plot(rep: Report, path: Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from rankk_cli.runs import atomic_path
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+
+def plot(rep: Report, path: Path) -> None:
+    """Write the PNG to ``path`` (atomic)."""
+    check_output_path(path, "--plot")
+    data = render_plot(rep)
+    commit_outputs([(Path(path), lambda tmp: tmp.write_bytes(data))])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -366,16 +474,43 @@ def report_command(root: Path, qrels: Sequence[str] = (), measures: Sequence[str
                    baseline: str | None = None, alpha: float = 0.05, correction: str = "holm",
                    output: Path | None = None, latex: Path | None = None, plot_path: Path | None = None,
                    no_cache: bool = False, test: str = "t") -> Report:
-    from rankk_cli.runs import atomic_write_text
+    """Every output path is checked before any work; the files are written together or not at all."""
+    outputs = {"-o/--output": output, "--latex": latex, "--plot": plot_path}
+    for flag, path in outputs.items():
+        if path is not None:
+            check_output_path(Path(path), flag)
+    check_distinct(outputs)
+    _check_not_an_input(outputs, Path(root))
 
     rep = build_report(root, qrels, measures, baseline, alpha, correction, no_cache, test)
     md = rep.to_markdown()
+    items: list[tuple[Path, Callable[[Path], None]]] = []
     if output is not None:
-        atomic_write_text(output, md)
-    else:
-        sys.stdout.write(md)
+        items.append((Path(output), lambda tmp: tmp.write_text(md, encoding="utf-8")))
     if latex is not None:
-        atomic_write_text(latex, rep.to_latex())
+        tex = rep.to_latex()
+        items.append((Path(latex), lambda tmp: tmp.write_text(tex, encoding="utf-8")))
     if plot_path is not None:
-        plot(rep, Path(plot_path))
+        png = render_plot(rep)
+        items.append((Path(plot_path), lambda tmp: tmp.write_bytes(png)))
+    commit_outputs(items)
+    if output is None:
+        sys.stdout.write(md)
     return rep
+
+
+def _check_not_an_input(outputs: dict[str, Path | None], root: Path) -> None:
+    """An output must not overwrite a file the report reads (a run, a windows file or qrels under ``root``)."""
+    if not root.is_dir():
+        return  # build_report says what is wrong with it
+    top = os.path.realpath(root)
+    for flag, path in outputs.items():
+        if path is None or not Path(path).is_file():
+            continue
+        real = os.path.realpath(path)
+        if os.path.commonpath([top, real]) != top:
+            continue
+        p = Path(real)
+        if _is_run(p) or p.name.endswith(WINDOWS_SUFFIX) or p.name.startswith("qrels"):
+            raise file_error(path, None, f"expected an output path ({flag}) that is not one of the report's "
+                             f"inputs in {root}, found an input file")

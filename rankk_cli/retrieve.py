@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rankk_cli.cache import StageCache, dir_digest, enabled, file_digest, stage_key
-from rankk_cli.errors import RankkError, check_input_file, check_not_input
+from rankk_cli.errors import RankkError, check_input_file
+from rankk_cli.outputs import check_not_input, check_output_path
 from rankk_cli.paths import cache_root
 from rankk_cli.runs import Run, run_from_rankings, run_to_table, write_run
 
@@ -97,6 +98,7 @@ def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, i
     """Run BM25 for every topic and write ``output``. Returns the Run that was written."""
     console = console or Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     _check_options(corpus, index, k, k1, b, threads)
+    check_output_path(output, "-o/--output")  # before any work: a bad -o is not found after indexing
     check_not_input(output, "-o/--output", [corpus, topics if Path(topics).exists() else None])
     from rankk_cli.sources import load_topics
 
@@ -150,12 +152,12 @@ def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, i
     searcher.close()
 
     empty = [qid for qid, hits in results.items() if not hits]
-    if empty:
-        shown = ", ".join(empty[:10]) + (f" ... ({len(empty)} in all)" if len(empty) > 10 else "")
-        console.print(f"warning: {len(empty)} of {len(queries)} queries returned no hits: {shown}", style="yellow")
     rankings = {qid: hits for qid, hits in results.items() if hits}
     if not rankings:
         raise RankkError(f"{topics}: no query returned any hits from {index_label}")
+    if empty:
+        shown = ", ".join(empty[:10]) + (f" ... ({len(empty)} in all)" if len(empty) > 10 else "")
+        console.print(f"warning: {len(empty)} of {len(queries)} queries returned no hits: {shown}", style="yellow")
     meta["index_dir"] = str(index_dir)
     meta["queries_without_hits"] = empty
     run = run_from_rankings(rankings, name=Path(output).name, **meta)

@@ -16,9 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -276,24 +274,29 @@ def _tokenizer_truncate(model: str, n: int):
     return truncate
 
 
+def check_outputs(output: Path, windows_path: Path) -> None:
+    """Before any work: both outputs can be written (not an existing directory, inside a writable folder) and
+    are different files. One line naming the path and flag otherwise."""
+    from rankk_cli.outputs import check_distinct, check_output_path
+
+    check_output_path(output, "-o/--output")
+    check_output_path(windows_path, "--windows")
+    check_distinct({"-o/--output": output, "--windows": windows_path})
+
+
 def write_outputs(outcome: RerankOutcome, output: Path, windows_path: Path, tag: str) -> None:
-    """Both files or neither: written in a temp dir beside the output, then renamed into place."""
+    """Both files or neither: each written to a temp file in its own destination folder (so the rename stays on
+    one filesystem), then both renamed into place; if the second rename fails the first is undone."""
     import pyarrow.parquet as pq
 
+    from rankk_cli.outputs import commit_outputs
     from rankk_cli.runs import write_run
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    windows_path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=".rankk-rerank-", dir=output.parent))
-    try:
-        tmp_run = tmpdir / output.name
-        tmp_win = tmpdir / ("w-" + windows_path.name)
-        write_run(outcome.run, tmp_run, tag=tag)
-        pq.write_table(records_table(outcome.records), tmp_win)
-        os.replace(tmp_win, windows_path)
-        os.replace(tmp_run, output)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    output, windows_path = Path(output), Path(windows_path)
+    check_outputs(output, windows_path)  # again: the run may have taken long
+    table = records_table(outcome.records)
+    commit_outputs([(output, lambda tmp: write_run(outcome.run, tmp, tag=tag)),
+                    (windows_path, lambda tmp: pq.write_table(table, tmp))])
 
 
 @contextlib.contextmanager
@@ -346,6 +349,15 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         raise RankkError(f"--max-retries: expected an integer >= 0, found {max_retries}")
     if concurrency < 1:
         raise RankkError(f"--concurrency: expected an integer >= 1, found {concurrency}")
+    windows_path = None
+    if output is not None and not dry_run:  # checked before any input is read or any model loads
+        windows_path = Path(windows_out) if windows_out else Path(str(output) + WINDOWS_SUFFIX)
+        check_outputs(Path(output), windows_path)
+        from rankk_cli.outputs import check_not_input
+
+        inputs = [run, *(x for x in (docs, topics, qrels) if x is not None and Path(x).exists())]
+        check_not_input(output, "-o/--output", inputs)
+        check_not_input(windows_path, "--windows", inputs)
     method_cls = METHODS.get(method)
     opts = method_options(method_cls, method_opts, qrels=qrels)  # unknown keys / bad values: one line, exit 2
     needs_engine = getattr(method_cls, "needs_engine", True)
@@ -377,7 +389,6 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         sys.stdout.flush()
         return outcome.summary
 
-    windows_path = Path(windows_out) if windows_out else Path(str(output) + WINDOWS_SUFFIX)
     try:
         summary, _outcome = _with_engine(
             run_table=run_table, texts=texts, queries=queries, method=method, method_cls=method_cls, model=model,
