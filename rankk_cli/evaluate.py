@@ -3,7 +3,8 @@
 Semantics (those of trec_eval / pytrec_eval, which ir_measures uses):
 
 - a run's documents are ordered by score descending, ties broken by docid *descending* (byte order), exactly as
-  trec_eval's ``comp_sim_docno``; the rank column is ignored. (ir_measures' ``RR@k`` and ``Judged@k`` come from
+  trec_eval's ``comp_sim_docno``; the rank column is ignored. Scores are compared as trec_eval holds them, as
+  C floats (float32): 1.00000002 and 1.00000001 are a tie there, and so here. (ir_measures' ``RR@k`` and ``Judged@k`` come from
   its msmarco/judged providers, which break ties by docid *ascending*; we reproduce what ir_measures reports.)
 - default ``-c``: the mean runs over every query in the qrels; judged queries missing from the run count as 0.
   ``run_queries_only`` averages over the run's judged queries instead (trec_eval without ``-c``).
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,9 +317,15 @@ def _rank(df: pd.DataFrame, qrels: Qrels, need_asc: bool) -> _Ranked:
     block_len = np.bincount(block, minlength=nblocks).astype(np.int64)
     block_start = np.concatenate([[0], np.cumsum(block_len)[:-1]]).astype(np.int64)
     out_grades = {}
-    perm_desc, perm_asc = _tie_orders(block, score, docid_arrow, perm, need_asc)
+    # trec_eval holds scores as C floats (float32): scores equal there are ties, broken by docid descending;
+    # ir_measures' msmarco/judged providers sort Python floats (float64), ties by docid ascending. The float32
+    # rounding is monotone, so ``perm`` (score desc in float64) is also score desc in float32.
+    with np.errstate(over="ignore"):
+        score32 = score.astype(np.float32).astype(np.float64)
+    perm_desc, _ = _tie_orders(block, score32, docid_arrow, perm, False)
     out_grades["desc"] = grade[perm_desc]
-    if perm_asc is not None:
+    if need_asc:
+        _, perm_asc = _tie_orders(block, score, docid_arrow, perm, True)
         out_grades["asc"] = grade[perm_asc]
     block_sorted = block[perm]
     pos = np.arange(n, dtype=np.int64) - block_start[block_sorted]
@@ -471,6 +479,44 @@ def evaluate(run, qrels: Qrels, measures: list, run_queries_only: bool = False) 
     return EvalResult(run.name, [str(m) for m in measures], qids, values, aggregates, unjudged, missing)
 
 
+def _empty_ranking_values(measure, qrels: Qrels, missing: np.ndarray, column: np.ndarray) -> None:
+    """trec_eval -c scores a judged query the run lacks against an empty ranking: every measure is 0 there except
+    the counts that do not depend on the ranking (NumQ = 1, NumRel = the query's relevant judgements)."""
+    if not missing.any() or measure.NAME not in ("NumQ", "NumRel"):
+        return
+    if measure.NAME == "NumQ":
+        column[missing] = 1.0
+        return
+    rel = dict(measure.params).get("rel", 1)
+    counts = (qrels.df[qrels.df["relevance"] >= rel].groupby("qid", sort=False).size()
+              .reindex(qrels.qids, fill_value=0).to_numpy(dtype=np.float64))
+    column[missing] = counts[missing]
+
+
+class _captured_stderr:
+    """Collect what child processes and C code write to file descriptor 2 (restored on exit)."""
+
+    def __enter__(self):
+        import tempfile
+
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+
+    def text(self) -> str:
+        self._file.seek(0)
+        data = self._file.read().decode("utf-8", "replace")
+        self._file.close()
+        return data
+
+
 def _slow_values(df: pd.DataFrame, qrels: Qrels, measures: list, slow: list, values: np.ndarray) -> None:
     """ir_measures' providers for the measures the fast path does not cover."""
     import ir_measures
@@ -485,14 +531,32 @@ def _slow_values(df: pd.DataFrame, qrels: Qrels, measures: list, slow: list, val
     for m in slow:
         col = measures.index(m)
         values[:, col] = m.DEFAULT if isinstance(m.DEFAULT, (int, float)) else 0.0
-    try:
-        for metric in ir_measures.iter_calc(slow, qrels_df, run_df):
-            i = where.get(str(metric.query_id))
-            if i is not None:
-                values[i, measures.index(metric.measure)] = float(metric.value)
-    except Exception as exc:  # no provider, provider failure: the user's measure cannot be computed here
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise RankkError(f"-m {', '.join(map(str, slow))}: ir_measures cannot compute it here ({detail})") from None
+    with _captured_stderr() as captured:  # providers run tools (gdeval's perl) that write to fd 2
+        try:
+            # one provider call per measure: pytrec_eval crashes (SIGSEGV) on Bpref together with NumRel/NumRet/
+            # Rprec in one evaluator when a grade is negative, and ir_measures' iter_calc mixes a judged_only
+            # measure's filtered run into NumRet computed beside it
+            in_run = set(run_df["query_id"].unique())
+            absent = np.array([q not in in_run for q in qrels.qids], dtype=bool)
+            for m in slow:
+                for metric in ir_measures.iter_calc([m], qrels_df, run_df):
+                    i = where.get(str(metric.query_id))
+                    if i is not None:
+                        values[i, measures.index(metric.measure)] = float(metric.value)
+                _empty_ranking_values(m, qrels, absent, values[:, measures.index(m)])
+            failure = None
+        except Exception as exc:  # no provider, provider failure: the user's measure cannot be computed here
+            failure = " ".join(str(exc).split()) or type(exc).__name__
+    said = " ".join(captured.text().split())
+    if failure is not None:
+        if "format error" in said and not all(q.isdigit() for q in qrels.qids):
+            detail = ("its gdeval provider needs numeric query ids, found e.g. "
+                      + show(next(q for q in qrels.qids if not q.isdigit())))
+        else:
+            detail = said[:300] or failure
+        raise RankkError(f"-m {', '.join(map(str, slow))}: ir_measures cannot compute it here ({detail})")
+    if said:
+        note(said[:500])
 
 
 # ----------------------------------------------------------------------------------------------------------

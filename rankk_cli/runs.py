@@ -13,7 +13,7 @@ Reading validates and raises ``RankkError("FILE:LINE: ...")``; the fast path is 
 problem it meets is re-diagnosed by a line-by-line parser so the message can name the exact line.
 
 Writing is atomic (temp file + rename) and makes scores strictly decreasing within each query, so that
-trec_eval's sort by score can never reorder a ranking.
+trec_eval's sort by score can never reorder a ranking (in float32, as trec_eval holds scores, for TREC text).
 """
 
 from __future__ import annotations
@@ -545,38 +545,40 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
 # writing
 
 
-def strictly_decreasing(df: pd.DataFrame) -> np.ndarray:
+def strictly_decreasing(df: pd.DataFrame, as_float32: bool = True) -> np.ndarray:
     """Scores for ``df`` (already in ranking order) made strictly decreasing within each query.
 
-    Scores that already decrease are kept bit for bit; a tie or an inversion is resolved by stepping the
-    later score just below its predecessor (``nextafter``), so the written order is the ranking order.
+    ``as_float32`` (TREC text): strictly decreasing as trec_eval reads them, as C floats (float32), so its score
+    sort can never reorder the ranking: a tie or an inversion -- including two float64 scores that round to one
+    float32, e.g. 1.00000002 and 1.00000001 -- steps the later score to the next float32 below its predecessor's
+    (a float64 value too, written exactly). Otherwise (Parquet, lossless) the step is the next float64 below.
+    Scores that already decrease at that precision are kept bit for bit.
     """
     scores = df["score"].to_numpy(dtype=np.float64).copy()
     if len(scores) < 2:
         return scores
+    if as_float32:
+        with np.errstate(over="ignore"):
+            key = scores.astype(np.float32)
+    else:
+        key = scores.copy()
     qcode = pd.factorize(df["qid"], sort=False)[0]
     same_q = qcode[1:] == qcode[:-1]
-    bad = same_q & (scores[1:] >= scores[:-1])
-    if not bad.any():
-        return scores
-    for i in np.flatnonzero(bad) + 1:
-        # positions are visited in increasing order, so fixes cascade down the query
-        if qcode[i] == qcode[i - 1] and scores[i] >= scores[i - 1]:
-            scores[i] = np.nextafter(scores[i - 1], -np.inf)
-    # a fix can create a new violation further down; sweep until clean (rare, bounded by the group length)
-    while True:
-        bad = (qcode[1:] == qcode[:-1]) & (scores[1:] >= scores[:-1])
-        if not bad.any():
+    down = key.dtype.type(-np.inf)
+    while True:  # a fix can create a new violation further down: sweep until clean (bounded by query length)
+        bad = same_q & (key[1:] >= key[:-1]) & np.isfinite(key[:-1])
+        if not bad.any():  # (below an infinite float32 -- |score| > 3.4e38 -- there is nothing to step to)
             return scores
-        for i in np.flatnonzero(bad) + 1:
-            if scores[i] >= scores[i - 1]:
-                scores[i] = np.nextafter(scores[i - 1], -np.inf)
+        for i in np.flatnonzero(bad) + 1:  # increasing order, so fixes cascade down the query
+            if key[i] >= key[i - 1] and np.isfinite(key[i - 1]):
+                key[i] = np.nextafter(key[i - 1], down)
+                scores[i] = float(key[i])
 
 
-def _prepared(run: Run) -> pd.DataFrame:
+def _prepared(run: Run, as_float32: bool = True) -> pd.DataFrame:
     df = run.df
     df = rerank_positions(df)
-    df["score"] = strictly_decreasing(df)
+    df["score"] = strictly_decreasing(df, as_float32)
     return df
 
 
@@ -622,7 +624,7 @@ def run_to_table(run: Run, df: pd.DataFrame | None = None):
 def write_parquet_run(run: Run, path: str | Path) -> None:
     import pyarrow.parquet as pq
 
-    df = _prepared(run)
+    df = _prepared(run, as_float32=False)  # lossless: float64 ties only
     table = run_to_table(run, df)
     starts = _qid_blocks(df)
     if starts is not None and _in_ranking_order(df, starts) and (

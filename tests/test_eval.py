@@ -265,3 +265,49 @@ def test_fast_reader_orders_like_an_independent_sort_and_reports_duplicates_by_l
     with pytest.raises(RankkError, match=r"dup\.trec:71: expected each \(qid, docid\) once.*'q10'.*'d3' "
                                          r"\(first at line 44\)"):
         read_run(bad)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# trec_eval corners found by fuzzing against pytrec_eval (stop 7)
+
+
+def test_scores_equal_as_float32_are_ties_as_in_trec_eval():
+    # trec_eval holds scores as C floats: 1.00000002 and 1.00000001 are the same float32, so the tie is broken by
+    # docid descending and the relevant 'a' comes second
+    qdf = pd.DataFrame({"qid": ["q", "q"], "docid": ["a", "b"], "relevance": [1, 0]})
+    run_df = pd.DataFrame({"qid": ["q", "q"], "docid": ["a", "b"], "rank": [1, 2], "score": [1.00000002, 1.00000001]})
+    measures = ["RR", "AP", "nDCG@10", "P@1", "RR@10", "Judged@1"]
+    result = evaluate(Run(run_df, "r"), Qrels(qdf, "q"), parse_measures(measures))
+    assert result.values[0, :4].tolist() == pytest.approx([0.5, 0.5, 0.6309297535714575, 0.0])
+    assert_agrees(result, reference(qdf, run_df, measures))  # RR@k / Judged@k: ir_measures' float64 providers
+
+
+def test_numq_and_numrel_count_judged_queries_missing_from_the_run_as_trec_eval_c():
+    # pytrec_eval on an empty ranking for query 2 (what trec_eval -c does) gives num_rel 2, num_q 1
+    qdf = pd.DataFrame({"qid": ["1", "1", "2", "2"], "docid": ["a", "b", "c", "d"], "relevance": [1, 0, 1, 2]})
+    run_df = pd.DataFrame({"qid": ["1", "1"], "docid": ["a", "b"], "rank": [1, 2], "score": [2.0, 1.0]})
+    result = evaluate(Run(run_df, "r"), Qrels(qdf, "q"), parse_measures(["NumQ", "NumRel", "NumRelRet", "Bpref"]))
+    assert result.values.tolist() == [[1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 0.0, 0.0]]
+    assert result.aggregates["NumQ"] == 2.0 and result.aggregates["NumRel"] == 3.0
+    only = evaluate(Run(run_df, "r"), Qrels(qdf, "q"), parse_measures(["NumQ", "NumRel"]), run_queries_only=True)
+    assert only.aggregates == {"NumQ": 1.0, "NumRel": 1.0}
+
+
+def test_bpref_beside_counts_with_a_negative_grade_does_not_crash(tmp_path, rankk):
+    # one pytrec_eval evaluator holding bpref and num_rel segfaults on a negative grade; rankk asks per measure
+    (tmp_path / "q.txt").write_text("1 0 a -1\n")
+    (tmp_path / "r.trec").write_text("1 Q0 b 1 1.0 t\n")
+    proc = rankk("eval", str(tmp_path / "r.trec"), "--qrels", str(tmp_path / "q.txt"), "-m", "Bpref", "-m",
+                 "NumRel", "-m", "NumRet", "-m", "Rprec", "--format", "json", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    values = {row["measure"]: row["value"] for row in json.loads(proc.stdout)}
+    # each measure alone, as pytrec_eval gives it (a query without relevant documents scores 0 throughout)
+    assert values == {"Bpref": 0.0, "NumRel": 0.0, "NumRet": 0.0, "Rprec": 0.0}
+
+
+def test_numret_beside_a_judged_only_measure_is_the_whole_run():
+    # ir_measures' iter_calc can compute NumRet on the judged-only filtered run when both are asked together
+    qdf = pd.DataFrame({"qid": ["q", "q"], "docid": ["a", "b"], "relevance": [1, 0]})
+    run_df = pd.DataFrame({"qid": ["q"] * 3, "docid": ["a", "b", "c"], "rank": [1, 2, 3], "score": [3.0, 2.0, 1.0]})
+    result = evaluate(Run(run_df, "r"), Qrels(qdf, "q"), parse_measures(["NumRet", "nDCG(judged_only=True)@10"]))
+    assert result.values[0, 0] == 3.0
