@@ -36,7 +36,7 @@ import pandas as pd
 from rankk_cli.errors import RankkError, show
 
 CACHE_STAGE = "eval"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: float32 score ties, -c NumQ/NumRel, per-measure fallback providers
 
 # measure name -> params the fast evaluator understands (judged_only=False is also accepted)
 _FAST_PARAMS = {
