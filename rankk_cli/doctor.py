@@ -176,12 +176,31 @@ def smoke(state: dict) -> tuple[Check, dict | None]:
     return Check("smoke rerank", OK if ok else FAIL, detail, "" if ok else "the pipeline produced no windows"), summary
 
 
+def check_cache() -> Check:
+    """The cache folder (indexes, stage results, engine calls, the tiny model) exists or can be made, writable."""
+    from rankk_cli.errors import RankkError
+
+    fix = "point RANKK_CACHE at a writable directory (default ~/.cache/rankk)"
+    try:
+        root = cache_root()
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".doctor-"):
+            pass
+    except RankkError as exc:
+        return Check("cache", FAIL, str(exc), fix)
+    except OSError as exc:
+        return Check("cache", FAIL, f"{exc.filename or cache_root()}: {exc.strerror or exc}", fix)
+    return Check("cache", OK, str(root))
+
+
 def run_checks(smoke_test: bool = False) -> list[Check]:
     state: dict = {}
-    checks = [check_java(), check_pyserini_jar(), check_vllm(), check_gpu(), check_minilm()]
-    vllm_ok = checks[2].status == OK
-    checks.append(check_model_loading(state) if vllm_ok else
-                  Check("model loading", FAIL, "skipped: vLLM is not importable", "fix 'vLLM' first"))
+    checks = [check_cache(), check_java(), check_pyserini_jar(), check_vllm(), check_gpu(), check_minilm()]
+    cache_ok, vllm_ok = checks[0].status == OK, checks[3].status == OK
+    checks.append(check_model_loading(state) if vllm_ok and cache_ok else
+                  Check("model loading", FAIL, "skipped: " + ("vLLM is not importable" if not vllm_ok else
+                                                               "the cache folder is not usable"),
+                        "fix 'vLLM' first" if not vllm_ok else "fix 'cache' first"))
     if smoke_test:
         checks.append(smoke(state)[0])
     engine = state.get("engine")

@@ -48,6 +48,7 @@ def looks_like_path(spec: str | Path) -> bool:
 
 
 def _ir_datasets():
+    _home()  # a file where its data folder should be: one line, before ir_datasets tries to create it
     with _captured():
         import ir_datasets  # noqa: PLC0415 (heavy-ish; only when an id is really used)
     return ir_datasets
@@ -123,7 +124,10 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 
 
 def _home() -> Path:
-    return Path(os.environ.get("IR_DATASETS_HOME", Path.home() / ".ir_datasets"))
+    home = Path(os.environ.get("IR_DATASETS_HOME", Path.home() / ".ir_datasets"))
+    if home.exists() and not home.is_dir():
+        raise RankkError(f"IR_DATASETS_HOME={home}: expected ir_datasets' data directory, found a file")
+    return home
 
 
 def _failed_url(exc: BaseException) -> str | None:

@@ -9,7 +9,13 @@ from pathlib import Path
 def cache_root() -> Path:
     """Root of all on-disk caches: $RANKK_CACHE, else ~/.cache/rankk."""
     env = os.environ.get("RANKK_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "rankk"
+    root = Path(env) if env else Path.home() / ".cache" / "rankk"
+    if root.exists() and not root.is_dir():
+        from rankk_cli.errors import RankkError
+
+        where = f"RANKK_CACHE={env}" if env else str(root)
+        raise RankkError(f"{where}: expected a directory for rankk's caches, found a file")
+    return root
 
 
 def data_root() -> Path:

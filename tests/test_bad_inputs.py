@@ -354,3 +354,18 @@ def test_crlf_bom_run_and_qrels_evaluate_identically(tmp_path, rankk):
     clean, messy_out = outs
     assert json.dumps(clean, sort_keys=True).replace("clean", "X") == \
         json.dumps(messy_out, sort_keys=True).replace("messy", "X")
+
+
+@pytest.mark.parametrize("var,args,expect", [
+    ("RANKK_CACHE", ["eval", "{w}/run.trec", "--qrels", "{w}/qrels.txt"],
+     "RANKK_CACHE={w}/afile: expected a directory for rankk's caches, found a file"),
+    ("IR_DATASETS_HOME", ["eval", "{w}/run.trec", "--qrels", "msmarco-passage/trec-dl-2019/judged"],
+     "IR_DATASETS_HOME={w}/afile: expected ir_datasets' data directory, found a file"),
+])
+def test_an_environment_folder_that_is_a_file_is_one_line(tmp_path, rankk, var, args, expect):
+    (tmp_path / "run.trec").write_text(RUN)
+    (tmp_path / "qrels.txt").write_text(QRELS)
+    (tmp_path / "afile").write_text("not a folder")
+    proc = rankk(*[a.replace("{w}", str(tmp_path)) for a in args], env={var: str(tmp_path / "afile")})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [f"rankk: error: {expect.replace('{w}', str(tmp_path))}"]

