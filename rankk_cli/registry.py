@@ -21,9 +21,14 @@ class Registry:
     def register(self, name: str, target: "str | type") -> None:
         self.entries[name] = target
 
-    def get(self, name: str):
+    def check(self, name: str) -> str:
+        """``name`` if registered (imports nothing), else the one-line error."""
         if name not in self.entries:
             raise RankkError(f"unknown {self.kind} {name!r}: expected one of {', '.join(self.names())}")
+        return name
+
+    def get(self, name: str):
+        self.check(name)
         target = self.entries[name]
         if isinstance(target, str):
             module, _, attr = target.partition(":")

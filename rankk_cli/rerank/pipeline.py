@@ -359,6 +359,14 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         check_not_input(output, "-o/--output", inputs)
         check_not_input(windows_path, "--windows", inputs)
     method_cls = METHODS.get(method)
+    from rankk_cli.rerank.engines import ENGINES
+
+    ENGINES.check(engine)  # also for methods that need no engine: a typo is never silently ignored
+    if base_urls:
+        from rankk_cli.rerank.engines.openai import normalize_base_url
+
+        for url in base_urls:
+            normalize_base_url(url)
     opts = method_options(method_cls, method_opts, qrels=qrels)  # unknown keys / bad values: one line, exit 2
     needs_engine = getattr(method_cls, "needs_engine", True)
     if needs_engine and engine_obj is None:
