@@ -322,10 +322,16 @@ def _rank(df: pd.DataFrame, qrels: Qrels, need_asc: bool) -> _Ranked:
     # rounding is monotone, so ``perm`` (score desc in float64) is also score desc in float32.
     with np.errstate(over="ignore"):
         score32 = score.astype(np.float32).astype(np.float64)
-    perm_desc, _ = _tie_orders(block, score32, docid_arrow, perm, False)
+    s64, s32, b = score[perm], score32[perm], block[perm]
+    same_block = b[1:] == b[:-1]
+    if not (same_block & (s32[1:] == s32[:-1]) & (s64[1:] != s64[:-1])).any():
+        # the usual case: float32 makes no new ties, so one pass gives both tie orders
+        perm_desc, perm_asc = _tie_orders(block, score, docid_arrow, perm, need_asc)
+    else:
+        perm_desc, _ = _tie_orders(block, score32, docid_arrow, perm, False)
+        perm_asc = _tie_orders(block, score, docid_arrow, perm, True)[1] if need_asc else None
     out_grades["desc"] = grade[perm_desc]
-    if need_asc:
-        _, perm_asc = _tie_orders(block, score, docid_arrow, perm, True)
+    if perm_asc is not None:
         out_grades["asc"] = grade[perm_asc]
     block_sorted = block[perm]
     pos = np.arange(n, dtype=np.int64) - block_start[block_sorted]
