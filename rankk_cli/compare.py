@@ -349,7 +349,7 @@ def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: 
     paths = [Path(baseline), *map(Path, runs)]
     for path in paths:
         check_input_file(path, "run file")
-    check_not_input(plot, "--plot", [*paths, qrels if Path(qrels).exists() else None])
+    check_not_input(plot, "--plot", [*paths, qrels])
     names, taken = [], set()
     for path in paths:
         name = run_name(path)

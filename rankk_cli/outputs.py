@@ -38,6 +38,15 @@ def check_output_path(path: str | Path, flag: str) -> None:
         raise file_error(path, None, f"cannot write in {anc} ({flag}): permission denied")
 
 
+def check_outputs(paths: dict[str, Path | None]) -> None:
+    """Every output asked for (``{flag: path}``, None = not asked for) can be written, and each names a
+    different file."""
+    for flag, path in paths.items():
+        if path is not None:
+            check_output_path(path, flag)
+    check_distinct(paths)
+
+
 def check_distinct(paths: dict[str, Path | None]) -> None:
     """Every output names a different file (``{flag: path}``, None = not asked for)."""
     seen: dict[str, str] = {}
@@ -137,18 +146,17 @@ def _backup(path: Path) -> Path:
 
 
 def check_not_input(output: str | Path | None, flag: str, inputs) -> None:
-    """An output path must not be one of the command's inputs (writing it would destroy the input)."""
-    if output is None:
+    """An output path must not be one of the command's inputs (writing it would destroy the input). ``inputs``
+    may hold None and ir_datasets ids: only existing files can be overwritten, so only they are compared."""
+    if output is None or not Path(output).exists():
         return
-    out = Path(output)
     for given in inputs:
-        if given is None:
+        if given is None or not Path(given).exists():
             continue
-        path = Path(given)
         try:
-            same = out.exists() and path.exists() and os.path.samefile(out, path)
+            same = os.path.samefile(output, given)
         except OSError:
             same = False
-        if same or (not out.exists() and out.resolve() == path.resolve()):
+        if same:
             raise RankkError(f"{flag} {output}: expected a new output path, found one of the inputs ({given}); "
                              "writing it would overwrite that input")

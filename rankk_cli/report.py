@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from rankk_cli.errors import RankkError, file_error, show
-from rankk_cli.outputs import check_distinct, check_output_path, commit_outputs
+from rankk_cli.outputs import check_output_path, check_outputs, commit_outputs
 
 RUN_SUFFIXES = (".trec", ".trec.gz", ".txt", ".run", ".parquet", ".gz")
 WINDOWS_SUFFIX = ".windows.parquet"
@@ -476,10 +476,7 @@ def report_command(root: Path, qrels: Sequence[str] = (), measures: Sequence[str
                    no_cache: bool = False, test: str = "t") -> Report:
     """Every output path is checked before any work; the files are written together or not at all."""
     outputs = {"-o/--output": output, "--latex": latex, "--plot": plot_path}
-    for flag, path in outputs.items():
-        if path is not None:
-            check_output_path(Path(path), flag)
-    check_distinct(outputs)
+    check_outputs(outputs)
     _check_not_an_input(outputs, Path(root))
 
     rep = build_report(root, qrels, measures, baseline, alpha, correction, no_cache, test)

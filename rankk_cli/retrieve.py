@@ -99,7 +99,7 @@ def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, i
     console = console or Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     _check_options(corpus, index, k, k1, b, threads)
     check_output_path(output, "-o/--output")  # before any work: a bad -o is not found after indexing
-    check_not_input(output, "-o/--output", [corpus, topics if Path(topics).exists() else None])
+    check_not_input(output, "-o/--output", [corpus, topics])
     from rankk_cli.sources import load_topics
 
     queries = load_topics(topics)

@@ -277,11 +277,9 @@ def _tokenizer_truncate(model: str, n: int):
 def check_outputs(output: Path, windows_path: Path) -> None:
     """Before any work: both outputs can be written (not an existing directory, inside a writable folder) and
     are different files. One line naming the path and flag otherwise."""
-    from rankk_cli.outputs import check_distinct, check_output_path
+    from rankk_cli.outputs import check_outputs as check
 
-    check_output_path(output, "-o/--output")
-    check_output_path(windows_path, "--windows")
-    check_distinct({"-o/--output": output, "--windows": windows_path})
+    check({"-o/--output": output, "--windows": windows_path})
 
 
 def write_outputs(outcome: RerankOutcome, output: Path, windows_path: Path, tag: str) -> None:
@@ -355,7 +353,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         check_outputs(Path(output), windows_path)
         from rankk_cli.outputs import check_not_input
 
-        inputs = [run, *(x for x in (docs, topics, qrels) if x is not None and Path(x).exists())]
+        inputs = [run, docs, topics, qrels]
         check_not_input(output, "-o/--output", inputs)
         check_not_input(windows_path, "--windows", inputs)
     method_cls = METHODS.get(method)
