@@ -24,6 +24,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import zlib
 from dataclasses import dataclass, field
@@ -162,19 +163,14 @@ def parse_float(text: str) -> float | None:
 
 
 INT64_MAX = 2**63 - 1
-_ASCII_SPACE = None
+_ASCII_SPACE = re.compile(r"[ \t\n\v\f\r]+")
 
 
 def fields(line: str) -> list[str]:
     """Whitespace-separated columns as trec_eval sees them: split on ASCII whitespace only (str.split() would
     also split on a no-break space or other Unicode spaces inside an id)."""
-    global _ASCII_SPACE
     if line.isascii():
         return line.split()
-    if _ASCII_SPACE is None:
-        import re
-
-        _ASCII_SPACE = re.compile(r"[ \t\n\v\f\r]+")
     return [part for part in _ASCII_SPACE.split(line) if part]
 
 
