@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from rankk_cli.errors import RankkError, file_error, show
-from rankk_cli.outputs import check_output_path, check_outputs, commit_outputs
+from rankk_cli.outputs import check_outputs, commit_outputs
 
 RUN_SUFFIXES = (".trec", ".trec.gz", ".txt", ".run", ".parquet", ".gz")
 WINDOWS_SUFFIX = ".windows.parquet"
@@ -457,13 +457,6 @@ def render_plot(rep: Report) -> bytes:
     finally:
         plt.close(fig)
     return buf.getvalue()
-
-
-def plot(rep: Report, path: Path) -> None:
-    """Write the PNG to ``path`` (atomic)."""
-    check_output_path(path, "--plot")
-    data = render_plot(rep)
-    commit_outputs([(Path(path), lambda tmp: tmp.write_bytes(data))])
 
 
 # ----------------------------------------------------------------------------------------------------------
