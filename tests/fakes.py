@@ -39,7 +39,7 @@ class FakeEngine(Engine):
             if self.cut_off(req):
                 return Completion("thinking thinking", "length", 10, self.sampling.max_tokens)
             p = 0.9 if "relevant" in req.prompt.split("Passage:")[-1] else 0.2
-            return Completion("it seems so.", "stop", 10, 4,
+            return Completion("it seems so.", "stop", 10, 4, stop_reason="</think> true" if p > 0.5 else "</think> false",
                               logprobs=[{"x": -0.1}, {" true": math.log(p), " false": math.log(1 - p)}])
         user = [c for r, c in req.messages if r == "user"][-1]
         n = len(set(re.findall(r"^\[(\d+)\] ", user, flags=re.M)))

@@ -180,21 +180,26 @@ def test_rank1_answers_forced_follow_up_and_fallback():
 
     def reply(calls, step):
         if step == 1:
-            return [Completion("reasoning... ", "stop", logprobs=lp(0.9, 0.1)),
+            return [Completion("reasoning... ", "stop", logprobs=lp(0.9, 0.1), stop_reason="</think> true"),
                     Completion("long long", "length"),
                     Completion("short</think>", "stop", logprobs=[{"\n": -0.1}]),
-                    Completion("cut", "length")]
+                    Completion("cut", "length"),
+                    # ended at end-of-sequence: its last position's logprobs are NOT an answer (seen on SmolLM2)
+                    Completion("Yes, it is relevant.", "stop", logprobs=lp(0.99, 0.01), stop_reason=None)]
         return [Completion(" false", "stop", logprobs=lp(0.2, 0.8)),
                 Completion(" true", "stop", logprobs=lp(0.6, 0.4)),
-                Completion("", "stop", logprobs=[])]
+                Completion("", "stop", logprobs=[]),
+                Completion(" false", "stop", logprobs=lp(0.3, 0.7))]
 
-    res, steps = drive(Rank1(RerankConfig()), cands(4), reply)
-    assert [len(s) for s in steps] == [4, 3]  # all pairs in one step, all forced answers in one step
+    res, steps = drive(Rank1(RerankConfig()), cands(5), reply)
+    assert [len(s) for s in steps] == [5, 4]  # all pairs in one step, all forced answers in one step
     forced = steps[1][0].request
     assert forced.prompt.endswith("long long\n</think>") and forced.allowed == (" true", " false")
     assert forced.max_tokens == 1 and forced.logprobs
     assert steps[1][1].request.prompt.endswith("<think>short\n</think>")
-    assert [r["outcome"] for r in res.records] == [OK, FORCED, FORCED, FAILED]
-    assert res.scores == {"d0": 0.9, "d1": 0.2, "d2": 0.6, "d3": 0.5} or all(
-        abs(res.scores[k] - v) < 1e-9 for k, v in {"d0": 0.9, "d1": 0.2, "d2": 0.6, "d3": 0.5}.items())
-    assert res.order == ["d0", "d2", "d3", "d1"]
+    assert steps[1][3].request.prompt.endswith("Yes, it is relevant.\n</think>")
+    assert [r["outcome"] for r in res.records] == [OK, FORCED, FORCED, FAILED, FORCED]
+    assert "end of sequence" in res.records[4]["repairs"]
+    want = {"d0": 0.9, "d1": 0.2, "d2": 0.6, "d3": 0.5, "d4": 0.3}
+    assert all(abs(res.scores[k] - v) < 1e-9 for k, v in want.items()) and set(res.scores) == set(want)
+    assert res.order == ["d0", "d2", "d3", "d4", "d1"]

@@ -7,7 +7,9 @@ chunk names are unique, files appear whole or not at all, and readers pick up ch
 (``refresh``). Completions with ``finish_reason == "error"`` (server failures) are never stored.
 
 Columns: key, engine, model, text, finish_reason, input_tokens, output_tokens, logprobs (JSON string or null),
-seconds, created, embedding (list of float32 or null; for ``Request.embed`` calls; absent in older chunks).
+seconds, created, embedding (list of float32 or null; for ``Request.embed`` calls; absent in older chunks),
+stop_reason (the stop string that ended a "stop" completion, null for end-of-sequence; absent in older chunks,
+read as null).
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class CallCache:
                           input_tokens=int(row["input_tokens"] or 0), output_tokens=int(row["output_tokens"] or 0),
                           logprobs=json.loads(row["logprobs"]) if row["logprobs"] else None,
                           seconds=float(row["seconds"] or 0.0), cached=True,
-                          embedding=list(row["embedding"]) if row.get("embedding") is not None else None)
+                          embedding=list(row["embedding"]) if row.get("embedding") is not None else None,
+                          stop_reason=row.get("stop_reason"))
 
     def put_many(self, items: list[tuple[str, Completion]], engine: str = "", model: str = "") -> Path | None:
         """Store completions (skipping errors and keys already present) as ONE new chunk file, atomically."""
@@ -76,7 +79,8 @@ class CallCache:
             row = {"key": key, "engine": engine, "model": model, "text": c.text, "finish_reason": c.finish_reason,
                    "input_tokens": int(c.input_tokens), "output_tokens": int(c.output_tokens),
                    "logprobs": json.dumps(c.logprobs, ensure_ascii=False) if c.logprobs is not None else None,
-                   "seconds": float(c.seconds), "created": now, "embedding": c.embedding}
+                   "seconds": float(c.seconds), "created": now, "embedding": c.embedding,
+                   "stop_reason": c.stop_reason}
             rows.append(row)
         if not rows:
             return None
@@ -88,7 +92,8 @@ class CallCache:
         schema = pa.schema([("key", pa.string()), ("engine", pa.string()), ("model", pa.string()),
                             ("text", pa.string()), ("finish_reason", pa.string()), ("input_tokens", pa.int64()),
                             ("output_tokens", pa.int64()), ("logprobs", pa.string()), ("seconds", pa.float64()),
-                            ("created", pa.float64()), ("embedding", pa.list_(pa.float32()))])
+                            ("created", pa.float64()), ("embedding", pa.list_(pa.float32())),
+                            ("stop_reason", pa.string())])
         table = pa.Table.from_pylist(rows, schema=schema)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
         name = f"chunk-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:12]}.parquet"

@@ -104,10 +104,20 @@ class Completion:
     cached: bool = False
     # the vector for a ``Request.embed`` request (text is then "", finish_reason "stop")
     embedding: list[float] | None = None
+    # why a "stop" finish stopped: the stop string that matched (vLLM leaves it out of ``text``), ``"<token N>"``
+    # for a stop token id, None for end-of-sequence (or unknown: completions cached before this field existed)
+    stop_reason: str | None = None
 
     @property
     def cut_off(self) -> bool:
         return self.finish_reason == "length"
+
+
+def stop_reason_text(reason) -> str | None:
+    """An engine's stop reason as text: the stop string, ``"<token N>"`` for a stop token id, None for EOS."""
+    if reason is None:
+        return None
+    return f"<token {reason}>" if isinstance(reason, int) else str(reason)
 
 
 @dataclass

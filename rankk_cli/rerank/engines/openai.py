@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from rankk_cli.errors import RankkError
-from rankk_cli.rerank.engines.base import Completion, Engine, EngineOptions, Request, Sampling
+from rankk_cli.rerank.engines.base import Completion, Engine, EngineOptions, Request, Sampling, stop_reason_text
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 RETRY_STATUS = (429, 500, 502, 503, 504)
@@ -173,6 +173,8 @@ class OpenAIEngine(Engine):
 
     @staticmethod
     def parse(data: dict, chat: bool) -> Completion:
+        """A server answer as a Completion. vLLM's servers add ``stop_reason`` to each choice (the stop string,
+        a stop token id, or null for end-of-sequence); other servers leave it out (then None: unknown)."""
         choice = (data.get("choices") or [{}])[0]
         usage = data.get("usage") or {}
         reason = choice.get("finish_reason")
@@ -199,6 +201,7 @@ class OpenAIEngine(Engine):
                     lps.append(d)
         return Completion(text=text, finish_reason=reason, input_tokens=int(usage.get("prompt_tokens") or 0),
                           output_tokens=int(usage.get("completion_tokens") or 0), logprobs=lps,
+                          stop_reason=stop_reason_text(choice.get("stop_reason")) if reason == "stop" else None,
                           error=None if reason != "error" else f"server finish_reason {choice.get('finish_reason')!r}")
 
     # ------------------------------------------------------------------------------------------------------

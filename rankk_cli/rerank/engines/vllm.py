@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from rankk_cli.errors import RankkError
-from rankk_cli.rerank.engines.base import Completion, Engine, EngineOptions, Request, Sampling
+from rankk_cli.rerank.engines.base import Completion, Engine, EngineOptions, Request, Sampling, stop_reason_text
 
 CPU_GPU_MEMORY_UTILIZATION = 0.2
 
@@ -47,13 +47,26 @@ class VLLMEngine(Engine):
 
     @classmethod
     def precheck(cls, model: str, options: EngineOptions) -> None:
+        from rankk_cli import gguf
+
+        if model in gguf.ALIASES:
+            gguf.alias_path(model)  # the package carrying it is installed
+            return
+        if gguf.is_gguf(model):
+            if not Path(model).expanduser().is_file():
+                raise RankkError(f"cannot load model {model!r}: no such GGUF file")
+            return
         if _looks_like_path(model) and not Path(model).expanduser().exists():
             raise RankkError(f"cannot load model {model!r}: no such directory")
 
     def __init__(self, model: str, sampling: Sampling | None = None, options: EngineOptions | None = None):
         super().__init__(str(model), sampling or Sampling(), options or EngineOptions())
-        model = self.model
-        self.precheck(model, self.options)
+        self.precheck(self.model, self.options)
+        from rankk_cli import gguf
+
+        # a .gguf file or a packaged alias (smollm2) loads from its converted directory (converted once, cached);
+        # self.model stays what the user named (the call-cache key)
+        model = gguf.resolve(self.model)
         self.on_gpu = _has_cuda()
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -222,6 +235,7 @@ class VLLMEngine(Engine):
             self.stats.output_tokens += n_out
             results[i] = Completion(text=o.text, finish_reason=reason, input_tokens=n_in, output_tokens=n_out,
                                     logprobs=lps, seconds=seconds / len(send),
+                                    stop_reason=stop_reason_text(getattr(o, "stop_reason", None)),
                                     error=None if reason != "error" else f"vLLM finish_reason {o.finish_reason!r}")
 
     def _embed_texts(self, texts: list[str]) -> tuple[list[list[float]], float, list[int]]:

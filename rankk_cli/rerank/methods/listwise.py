@@ -4,7 +4,8 @@ A listwise method subclasses ``ListwiseMethod`` and supplies ``build_request(que
 if it reasons, ``reasoning = True`` (a cut-off or answer-less reply is then *forced*: a follow-up request
 continues the assistant turn with the reasoning so far + ``"\\n</think>\\n\\n"`` under a small token budget).
 ``extract_answer(text)`` picks the part of the reply holding the ranking (default: after the last ``</think>``,
-its last line that contains a ranking); override it for other formats (e.g. ``<answer>...</answer>``).
+the last line that holds a ranking chain -- two or more distinct ids joined by ``>``, ``=`` or ``,``, never a
+copied passage that starts with ``[1]``); override it for other formats (e.g. ``<answer>...</answer>``).
 
 Repair rules (always recorded in the window's ``repairs`` field, never silent):
 - exotic digits (full-width, Arabic-Indic, ...) and full-width brackets/operators are mapped to ASCII;
@@ -60,15 +61,42 @@ def split_reasoning(text: str) -> tuple[str, str, bool]:
 
 
 _BRACKETED = re.compile(r"\[\s*(\d+)\s*\]")
-_CHAIN = re.compile(r"\d+\s*[>=]\s*\[?\s*\d+")
+# A ranking is a CHAIN: two or more ids joined by ">", "=" or ",". Bracketed ids may be joined by any of the
+# three ("[2] > [1]", "[2], [1]"); bare numbers only by ">" or "=" ("2 > 1": "2, 3" is ordinary prose).
+_ID_BR = r"\[\s*\d+\s*\]"
+# (a reply cut off inside its last id, "[4] > [2] > [1", keeps that id)
+_CHAIN_BRACKETED = re.compile(_ID_BR + r"(?:\s*[>=,]\s*" + _ID_BR + r")+(?:\s*[>=,]\s*\[\s*\d+\s*$)?")
+_CHAIN_BARE = re.compile(r"(?<![\w.])\[?\s*\d+\s*\]?(?:\s*[>=]\s*\[?\s*\d+\s*\]?)+")
+
+
+def ranking_chains(text: str) -> list[str]:
+    """The ranking chains in ``text`` (see ``ranking_line``), in order of appearance."""
+    text = to_ascii_digits(text)
+    spans = [(m.start(), m.end()) for m in _CHAIN_BRACKETED.finditer(text)]
+    for m in _CHAIN_BARE.finditer(text):
+        if not any(a <= m.start() < b or m.start() <= a < m.end() for a, b in spans):
+            spans.append((m.start(), m.end()))
+    chains = []
+    for a, b in sorted(spans):
+        chain = text[a:b]
+        if len(set(int(i) for i in re.findall(r"\d+", chain))) >= 2:  # "[1] = [1]" is no ranking
+            chains.append(chain.strip())
+    return chains
 
 
 def ranking_line(answer: str) -> str | None:
-    """The last line of ``answer`` that holds a ranking (``[i]`` ids, or a chain like ``3 > 1``), else None."""
-    answer = to_ascii_digits(answer)
-    for line in reversed(answer.strip().split("\n")):
-        if _BRACKETED.search(line) or _CHAIN.search(line):
-            return line.strip()
+    """The ranking in ``answer``: the longest chain of the LAST line that holds one, else None.
+
+    A chain is two or more distinct ids joined by ``>``, ``=`` or ``,`` (``[3] > [1] = [2]``, ``[3], [1]``,
+    ``3 > 1``). A line that merely starts with an id -- a passage copied back as ``[1] Fleas have...`` -- holds
+    no chain and is not a ranking (small models echo their input; reading such a line as "1 first, the rest
+    appended" would label an echo as a repaired ranking). Commas are returned as ``>`` (order, not ties).
+    """
+    for line in reversed(to_ascii_digits(answer).strip().split("\n")):
+        chains = ranking_chains(line)
+        if chains:
+            best = max(chains, key=lambda c: len(re.findall(r"\d+", c)))
+            return best.replace(",", ">")
     return None
 
 

@@ -10,6 +10,8 @@ All (query, passage) pairs of all queries go out in ONE engine call, with ``stop
 exp(lp_false)) read at the last generated position (the answer token). When only one of the two is among the
 top-k, the other's log-probability is bounded by the smallest one listed (stated in the record).
 
+The answer is there only when the reply STOPPED on one of the two stop strings (``Completion.stop_reason``);
+the last position of a reply that ended at end-of-sequence is not an answer, whatever its log-probabilities.
 When the answer is missing (cut off by max tokens, or the model stopped without answering) a forced one-token
 answer follows, batched across all such pairs: the text so far + ``"\\n</think>"``, generation restricted to
 ``" true"``/``" false"`` (``Request.allowed``), 1 token, logprobs. If even that yields no true/false
@@ -59,6 +61,21 @@ def true_probability(logprobs: list[dict[str, float]] | None) -> tuple[float | N
     return t / (t + f), note
 
 
+def answered(comp: Completion) -> bool:
+    """The reply ended ON one of the answer strings (``</think> true|false``): vLLM's ``stop_reason`` names the
+    stop string that matched (and leaves it out of the text). A reply that ended at end-of-sequence, at the token
+    budget or on anything else never answered, whatever its last position's log-probabilities say."""
+    return comp.finish_reason == "stop" and comp.stop_reason in STOP
+
+
+def unanswered_why(comp: Completion) -> str:
+    if comp.cut_off:
+        return "reply cut off at max tokens"
+    if comp.stop_reason is None:
+        return "reply ended (end of sequence) without '</think> true|false'"
+    return f"reply stopped on {comp.stop_reason!r}, not on '</think> true|false'"
+
+
 class Rank1(Method):
     name = "rank1"
     kind = "pointwise"
@@ -86,7 +103,7 @@ class Rank1(Method):
                 rec["outcome"], rec["repairs"] = FAILED, f"engine error: {comp.error or 'unknown'}; score 0.5"
                 scores[cand.docid] = 0.5
                 continue
-            p, note = (None, "") if comp.cut_off else true_probability(comp.logprobs)
+            p, note = (None, "") if not answered(comp) else true_probability(comp.logprobs)
             if p is not None:
                 scores[cand.docid] = p
                 rec["repairs"] = note
@@ -105,7 +122,7 @@ class Rank1(Method):
                 rec = records[pos]
                 rec["calls"].append(call)
                 rec["forced_raw"] = comp.text
-                why = "reply cut off at max tokens" if completions[pos].cut_off else "no true/false answer in the reply"
+                why = unanswered_why(completions[pos])
                 p, note = (None, f"engine error: {comp.error}") if comp.finish_reason == "error" \
                     else true_probability(comp.logprobs)
                 if p is None:

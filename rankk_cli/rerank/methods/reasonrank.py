@@ -12,8 +12,9 @@ Format (the reference's ``listwise_prompt_r1.toml`` + ``utils.py``, prompt mode 
 - sampling as the reference: temperature 0, max_tokens 3072 + 100 (reasoning budget + answer).
 
 Parsing, the reference's repair: the ``<answer>`` span (the text after the last ``<answer>``, up to
-``</answer>``), digits only, dedupe, drop out-of-range ids, append the missing ones in window order (each repair
-is recorded). Unlike the reference, a reply with no ``<answer>`` is NOT parsed from the digits of its thinking:
+``</answer>``), dedupe, drop out-of-range ids, append the missing ones in window order (each repair is
+recorded). The span must hold a ranking: a chain of ids (``[2] > [1]``) or ids and separators only (the
+reference's "digits only" reading, which rankk does not apply to prose: "3000 psi" is not an id). Unlike the reference, a reply with no ``<answer>`` is NOT parsed from the digits of its thinking:
 it is *forced* like rankk -- the assistant turn is continued after ``reasoning + "\\n</think>\\n<answer>"`` with
 ``RerankConfig.force_max_tokens`` tokens -- and if that gives no ranking either, the window keeps its order
 (``failed``). Windows: CORE's sliding schedule (bottom-up, top window clamped), ``passes`` times.
@@ -24,7 +25,8 @@ from __future__ import annotations
 import re
 
 from rankk_cli.rerank.engines.base import Request
-from rankk_cli.rerank.methods.listwise import THINK_END, ListwiseMethod, split_reasoning, to_ascii_digits
+from rankk_cli.rerank.methods.listwise import (THINK_END, ListwiseMethod, ranking_line, split_reasoning,
+                                               to_ascii_digits)
 
 SYSTEM = (
     "You are RankLLM, an intelligent assistant that can rank passages based on their relevance to the query. "
@@ -66,12 +68,26 @@ def answer_span(text: str) -> str | None:
     return None
 
 
+_IDS_ONLY = re.compile(r"[\s\[\]\d>=,;.]*")
+
+
 def digits_line(span: str | None) -> str | None:
-    """ReasonRank's "digits only": every run of digits is an id, in order; as ``[a] > [b] > ...`` or None."""
+    """The ranking in an ``<answer>`` span as ``[a] > [b] > ...``, or None when the span holds none.
+
+    A ranking chain (two or more distinct ids joined by ``>``/``=``/``,``, see ``listwise.ranking_line``) is
+    read as it is. ReasonRank's own "digits only" reading (every run of digits an id) is kept only for a span
+    that holds nothing but ids and separators (``[3] [1] [2]``, one id per line): applied to prose or a copied
+    passage it would turn "3000 psi" into ids."""
     if span is None:
         return None
-    ids = re.findall(r"\d+", to_ascii_digits(span))
-    return " > ".join(f"[{i}]" for i in ids) if ids else None
+    span = to_ascii_digits(span)
+    line = ranking_line(span)
+    if line:
+        return line
+    ids = re.findall(r"\d+", span)
+    if _IDS_ONLY.fullmatch(span) and len(set(ids)) >= 2:
+        return " > ".join(f"[{i}]" for i in ids)
+    return None
 
 
 class ReasonRank(ListwiseMethod):
