@@ -210,15 +210,15 @@ def test_backoff_is_exponential_capped_and_honours_retry_after():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# the real thing: vLLM's OpenAI-compatible server over the tiny model (one per session)
+# the real thing: vLLM's OpenAI-compatible server over a REAL model, SmolLM2-135M-Instruct (one per session)
 
 
 @pytest.fixture(scope="session")
-def vllm_server(tiny_model, tmp_path_factory):
+def vllm_server(smollm2_model, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     env = dict(os.environ, VLLM_LOGGING_LEVEL="WARNING", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_model),
            "--host", "127.0.0.1", "--port", str(port), "--gpu-memory-utilization", "0.2", "--max-model-len", "2048",
            "--enforce-eager", "--dtype", "bfloat16"]
     with log.open("w") as fh:
@@ -252,8 +252,8 @@ def vllm_server(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def served(vllm_server, tiny_model):
-    eng = OpenAIEngine(str(tiny_model), Sampling(max_tokens=16, temperature=0.0),
+def served(vllm_server, smollm2_model):
+    eng = OpenAIEngine(str(smollm2_model), Sampling(max_tokens=16, temperature=0.0),
                        EngineOptions(base_urls=(vllm_server,), concurrency=8, timeout_s=120))
     yield eng
     eng.close()
@@ -275,11 +275,53 @@ def test_real_server_chat_and_raw_in_one_batch(served):
     assert out[2].finish_reason == "length" and out[2].output_tokens == 2
 
 
-def test_real_server_matches_the_offline_engine_greedy(served, tiny_vllm):
+def test_real_server_matches_the_offline_engine_greedy(served, smollm2_vllm):
     online = served.generate([CHAT])[0]
-    offline = tiny_vllm.generate([Request(messages=CHAT.messages, max_tokens=16)])[0]
+    offline = smollm2_vllm.generate([Request(messages=CHAT.messages, max_tokens=16)])[0]
     assert online.text == offline.text
     assert online.input_tokens == offline.input_tokens
+
+
+# Log-probabilities through the server and in process agree to LOGPROB_TOL (both bf16 on CPU, same kernels;
+# batch composition can move the last bits); the argmax token is the same.
+LOGPROB_TOL = 0.05
+
+
+def _close_logprobs(a: dict, b: dict, tokens) -> None:
+    for t in tokens:
+        assert t in a and t in b, (t, a, b)
+        assert abs(a[t] - b[t]) <= LOGPROB_TOL, (t, a[t], b[t])
+
+
+def test_real_server_rank1_logprobs_equal_the_offline_engine(served, smollm2_vllm):
+    from rankk_cli.rerank.methods.rank1 import ANSWERS, STOP, TOP_LOGPROBS, render
+
+    prompt = render("how long is the life cycle of a flea", "A flea can live up to a year.")
+    # rank1's forced answer (" true"/" false" allowed, both logprobs reported) and its free reply's stop reason
+    forced = Request(prompt=prompt + "fleas live long\n</think>", max_tokens=1, temperature=0.0,
+                     logprobs=TOP_LOGPROBS, allowed=ANSWERS)
+    free = Request(prompt=prompt, max_tokens=24, temperature=0.0, stop=STOP, logprobs=TOP_LOGPROBS)
+    online = served.generate([forced, free])
+    offline = smollm2_vllm.generate([forced, free])
+    assert online[0].text == offline[0].text and online[0].text in ANSWERS
+    _close_logprobs(online[0].logprobs[0], offline[0].logprobs[0], ANSWERS)
+    assert online[1].text == offline[1].text
+    assert (online[1].finish_reason, online[1].stop_reason) == (offline[1].finish_reason, offline[1].stop_reason)
+
+
+def test_real_server_first_logprobs_equal_the_offline_engine(served, smollm2_vllm):
+    from rankk_cli.rerank.methods.base import RerankConfig
+    from rankk_cli.rerank.methods.first import First
+
+    request = First(RerankConfig(window=4, stride=2)).request(
+        "flea life cycle", ["Fleas lay eggs on hosts.", "Cats purr.", "The flea life cycle has four stages.",
+                            "Dogs bark."])
+    online, offline = served.generate([request])[0], smollm2_vllm.generate([request])[0]
+    assert online.text == offline.text
+    a, b = online.logprobs[0], offline.logprobs[0]
+    letters = [t for t in "ABCD" if t in a and t in b]
+    assert letters, (a, b)
+    _close_logprobs(a, b, letters)
 
 
 def test_real_server_chat_logprobs_continue_final_and_allowed(served):
