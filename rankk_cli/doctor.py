@@ -200,7 +200,8 @@ def check_smollm2() -> Check:
 
     try:
         path = gguf.alias_path("smollm2")
-        import gguf as _gguf_pkg  # noqa: F401 - the reader the conversion needs
+        if importlib.util.find_spec("gguf") is None:  # the reader the conversion needs
+            raise ImportError("the 'gguf' package is not installed")
     except Exception as exc:  # noqa: BLE001
         return Check("SmolLM2 (--model smollm2)", FAIL, " ".join(str(exc).split())[:160], fix, required=False)
     size = path.stat().st_size / 2**20

@@ -142,7 +142,7 @@ def _is_number(t) -> bool:
 
 
 def check_windows_schema(table, path: Path) -> None:
-    """The columns the report reads from a windows file (rankk_cli.rerank.pipeline.records_table), each of the
+    """The columns the report reads from a windows file (rankk_cli.rerank.records: the one schema), each of the
     right type and range: ``FILE: expected ..., found ...`` otherwise. Only ``qid`` is required."""
     import pyarrow as pa
     import pyarrow.compute as pc

@@ -155,25 +155,6 @@ def assemble(run: Run, results: dict[str, QueryResult], depth: int, name: str, m
     return run_from_rankings(rankings, name, **(meta or {}))
 
 
-def records_table(records: list[dict]):
-    import pyarrow as pa
-
-    schema = pa.schema([
-        ("qid", pa.string()), ("pass", pa.int64()), ("start", pa.int64()), ("end", pa.int64()),
-        ("docids", pa.list_(pa.string())), ("engine_call", pa.list_(pa.int64())), ("prompt_hash", pa.string()),
-        ("raw", pa.string()), ("forced_raw", pa.string()), ("reasoning", pa.string()),
-        ("parsed", pa.list_(pa.int64())), ("ties", pa.string()), ("outcome", pa.string()), ("repairs", pa.string()),
-        ("input_tokens", pa.int64()), ("output_tokens", pa.int64()), ("seconds", pa.float64()),
-        ("cached", pa.bool_()), ("score", pa.float64()),
-    ])
-    rows = []
-    for r in records:
-        row = {k: r.get(k) for k in schema.names}
-        row["ties"] = json.dumps(r.get("ties") or [])
-        rows.append(row)
-    return pa.Table.from_pylist(rows, schema=schema)
-
-
 def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name: str, engine: Engine | None,
            config: RerankConfig, *, cache=None, progress: bool = True, dry_run=None, key_parts=None,
            truncate_fn=None, method_options: dict | None = None) -> RerankOutcome:
@@ -184,8 +165,8 @@ def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name
 
     method = METHODS.get(method_name)(config, **(method_options or {}))
     items = build_queries(run, texts, queries, config.depth, truncate_fn)
-    planner = getattr(method, "planned_windows", None)
-    total = sum(planner(len(c)) for _q, _t, c in items) if planner else None
+    planned = [method.planned_windows(len(c)) for _q, _t, c in items]
+    total = None if any(p is None for p in planned) else sum(planned)
     t0 = time.perf_counter()
     with _progress(progress and dry_run is None, total) as on_progress:
         sched = Scheduler(engine, cache=cache, on_progress=on_progress, dry_run=dry_run, key_parts=key_parts)
@@ -205,7 +186,7 @@ def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name
     }
     if st.first_error:
         summary["first_engine_error"] = st.first_error
-    if getattr(method, "note", None):  # e.g. the oracle says it is one
+    if method.note:  # e.g. the oracle says it is one
         summary["note"] = method.note
     out_run = assemble(run, results, config.depth, name=f"{run.name}.{method_name}",
                        meta={"method": method_name, "depth": config.depth, "window": config.window,
@@ -295,7 +276,9 @@ def write_outputs(outcome: RerankOutcome, output: Path, windows_path: Path, tag:
 
     output, windows_path = Path(output), Path(windows_path)
     check_outputs(output, windows_path)  # again: the run may have taken long
-    table = records_table(outcome.records)
+    from rankk_cli.rerank.records import to_table
+
+    table = to_table(outcome.records)
     commit_outputs([(output, lambda tmp: write_run(outcome.run, tmp, tag=tag)),
                     (windows_path, lambda tmp: pq.write_table(table, tmp))])
 
@@ -369,7 +352,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         for url in base_urls:
             normalize_base_url(url)
     opts = method_options(method_cls, method_opts, qrels=qrels)  # unknown keys / bad values: one line, exit 2
-    needs_engine = getattr(method_cls, "needs_engine", True)
+    needs_engine = method_cls.needs_engine
     if needs_engine and engine_obj is None:
         # the method owns its default/aliased model (embed: omitted or "minilm" -> packaged MiniLM); None -> error
         model = method_cls.resolve_model(model)
@@ -469,6 +452,5 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
                 else "--no-cache: nothing was kept"
             raise EngineFailure(f"{summary['engine_errors']} of {summary['requests']} engine requests failed after "
                                 f"retries (first: {first}); no output written; {kept}")
-        tag = getattr(method_cls, "trec_tag", None) or f"rankk-{method}"  # oracle runs are tagged "oracle"
-        write_outputs(outcome, Path(output), windows_path, tag=tag)
+        write_outputs(outcome, Path(output), windows_path, tag=method_cls.tag())  # oracle runs: "oracle"
     return summary, outcome

@@ -151,13 +151,8 @@ class Scheduler:
 
     @staticmethod
     def _finish(qid: str, result: QueryResult) -> QueryResult:
+        from rankk_cli.rerank.records import finish_record
+
         for rec in result.records:
-            calls = rec.pop("calls", [])
-            rec["qid"] = qid
-            rec["engine_call"] = [c.meta.get("engine_call", -1) for c in calls]
-            rec["prompt_hash"] = calls[0].meta.get("key", "") if calls else ""
-            rec["input_tokens"] = sum(c.meta.get("input_tokens", 0) for c in calls)
-            rec["output_tokens"] = sum(c.meta.get("output_tokens", 0) for c in calls)
-            rec["seconds"] = sum(c.meta.get("seconds", 0.0) for c in calls)
-            rec["cached"] = bool(calls) and all(c.meta.get("cached", False) for c in calls)
+            finish_record(rec, qid)
         return result

@@ -13,3 +13,23 @@ METHODS = Registry("method", {
     "prp": "rankk_cli.rerank.methods.prp:PRP",
     "oracle": "rankk_cli.rerank.methods.oracle:Oracle",
 })
+
+
+def describe(name: str | None = None) -> str:
+    """``rankk methods [NAME]``: every registered method (or one) with its kind, its line of documentation, its
+    sampling defaults and its declared options -- generated from the declarations, never written twice."""
+    names = [name] if name else METHODS.names()
+    blocks = []
+    for n in names:
+        cls = METHODS.get(n)
+        defaults = []
+        if cls.default_temperature is not None:
+            defaults.append(f"temperature {cls.default_temperature:g}")
+        if cls.default_max_tokens is not None:
+            defaults.append(f"max tokens {cls.default_max_tokens}")
+        if not cls.needs_engine:
+            defaults.append("no model")
+        lines = [f"{n}  ({cls.kind}{'; ' + ', '.join(defaults) if defaults else ''})", f"    {cls.summary_line()}"]
+        lines += [f"    --method-opt {o.describe()}" for o in cls.options]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"

@@ -64,20 +64,78 @@ class RerankConfig:
     force_max_tokens: int = 256  # budget for the forced answer after a cut-off reply
 
 
+@dataclass(frozen=True)
+class Option:
+    """One declared method option (``rankk rerank --method-opt NAME=VALUE``): its type, default, meaning and,
+    where they apply, its allowed values or minimum. ``rankk methods`` lists these; ``method_options`` and
+    ``Method.__init__`` validate against them (one place, one message shape)."""
+
+    name: str
+    type: type  # int | float | str | bool
+    default: object
+    help: str
+    choices: tuple = ()
+    minimum: float | None = None
+
+    def convert(self, value: object, shown: str) -> object:
+        """``value`` (a ``--method-opt`` string, or a value given by another flag or in code) as ``type``;
+        RankkError naming the option when it is not one."""
+        flag = f"--method-opt {shown}"
+        if isinstance(value, str) and self.type is not str:
+            if self.type is bool:
+                if value.lower() not in _TRUE + _FALSE:
+                    raise RankkError(f"{flag}: expected true or false for {self.name!r}")
+                value = value.lower() in _TRUE
+            else:
+                try:
+                    value = self.type(value)
+                except (TypeError, ValueError):
+                    raise RankkError(f"{flag}: expected {self.type.__name__} for {self.name!r}, "
+                                     f"found {value!r}") from None
+        elif self.type is str:
+            value = str(value)
+        if self.choices and value not in self.choices:
+            raise RankkError(f"{flag}: {self.name} must be one of {', '.join(map(str, self.choices))}, "
+                             f"found {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise RankkError(f"{flag}: {self.name} must be at least {self.minimum:g}, found {value}")
+        return value
+
+    def describe(self) -> str:
+        extra = f"one of {'|'.join(map(str, self.choices))}" if self.choices else self.type.__name__
+        if self.minimum is not None:
+            extra += f" >= {self.minimum:g}"
+        default = "" if self.default in ("", None) else f", default {self.default}"
+        return f"{self.name} ({extra}{default}): {self.help}"
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 class Method(ABC):
-    """Base class: set ``name``, ``kind`` and implement ``rerank``."""
+    """The method contract. Subclass, declare, register (``methods/__init__.py``):
+
+    - ``name``, ``kind`` and ``rerank`` (the generator described in this module's docstring);
+    - ``options``: the declared ``Option`` s; ``Method.__init__`` validates them and sets each as an attribute
+      (``self.k``), so a subclass's ``__init__`` only adds checks that involve the config (e.g. first: window
+      <= 26 letters);
+    - ``default_temperature`` / ``default_max_tokens``: sampling the method imposes unless the user sets it;
+    - ``planned_windows(n)``: windows a list of ``n`` candidates will take (the progress bar's total), or None
+      when it is data dependent;
+    - ``needs_engine`` (False: no model is loaded, e.g. oracle), ``default_model``/``resolve_model``,
+      ``trec_tag`` (the run tag, default ``rankk-NAME``) and ``note`` (one line printed with the summary).
+    """
 
     name: str = "base"
     kind: str = "listwise"  # listwise | pointwise | embedding | setwise | pairwise | oracle
-    # defaults a method may impose on sampling (e.g. rank1: temperature 0, logprobs)
     default_temperature: float | None = None
     default_max_tokens: int | None = None
-    # method options (``rankk rerank --method-opt KEY=VALUE``): name -> default; the default's type converts
-    options: dict = {}
-    # False for methods that never call an engine (oracle): no model is loaded
+    options: tuple[Option, ...] = ()
     needs_engine: bool = True
     # the model loaded when ``--model`` is omitted (None: the method needs one); see ``resolve_model``
     default_model: str | None = None
+    trec_tag: str | None = None
+    note: str | None = None
 
     @classmethod
     def resolve_model(cls, model: str | None) -> str:
@@ -89,8 +147,31 @@ class Method(ABC):
             return cls.default_model
         raise RankkError(f"--model: expected a model directory or id for method {cls.name!r}, found none")
 
-    def __init__(self, config: RerankConfig):
+    @classmethod
+    def tag(cls) -> str:
+        return cls.trec_tag or f"rankk-{cls.name}"
+
+    @classmethod
+    def summary_line(cls) -> str:
+        """The first line of the method's (else its module's) docstring (``rankk methods``)."""
+        import sys
+
+        doc = cls.__doc__ if cls.__doc__ and cls.__doc__ is not Method.__doc__ else sys.modules[cls.__module__].__doc__
+        return (doc or "").strip().split("\n")[0]
+
+    def __init__(self, config: RerankConfig, **opts):
         self.config = config
+        declared = {o.name: o for o in self.options}
+        unknown = sorted(set(opts) - set(declared))
+        if unknown:
+            raise RankkError(f"{self.name}: no option {unknown[0]!r} (its options: "
+                             f"{', '.join(declared) or 'none'})")
+        for name, option in declared.items():
+            value = opts.get(name, option.default)
+            setattr(self, name, option.convert(value, f"{name}={value}") if name in opts else value)
+
+    def planned_windows(self, n: int) -> int | None:
+        return None
 
     @abstractmethod
     def rerank(self, qid: str, query: str, candidates: list[Candidate]
@@ -98,14 +179,18 @@ class Method(ABC):
         """Yield lists of calls, receive their completions, return the QueryResult."""
 
 
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+def answered(result: QueryResult) -> Generator[list[Call], list[Completion], QueryResult]:
+    """The generator of a method that needs no engine call for a query (oracle): it asks nothing and returns
+    ``result`` at once, so the scheduler drives it like any other."""
+    yield from ()
+    return result
 
 
 def method_options(cls: type, pairs=(), **given) -> dict:
     """Typed constructor options for method ``cls`` from ``KEY=VALUE`` strings (``--method-opt``) and ``given``
-    values (e.g. ``qrels`` from ``--qrels``; None values are ignored). Unknown keys and bad values: RankkError."""
-    allowed = dict(getattr(cls, "options", {}) or {})
-    name = getattr(cls, "name", cls.__name__)
+    values (e.g. ``qrels`` from ``--qrels``; None values are ignored), checked against ``cls.options``. Unknown
+    keys and bad values: RankkError."""
+    declared = {o.name: o for o in cls.options}
     out: dict = {}
     items = [(k, v, f"{k}={v}") for k, v in given.items() if v is not None]
     for pair in pairs:
@@ -114,23 +199,11 @@ def method_options(cls: type, pairs=(), **given) -> dict:
             raise RankkError(f"--method-opt: expected KEY=VALUE, found {pair!r}")
         items.append((key.strip(), value.strip(), pair))
     for key, value, shown in items:
-        if key not in allowed:
-            known = ", ".join(sorted(allowed)) or "none"
+        if key not in declared:
+            known = ", ".join(sorted(declared)) or "none"
             flag = f"--{key}" if key in given else "--method-opt"
-            raise RankkError(f"{flag}: method {name!r} takes no option {key!r} (its options: {known})")
-        default = allowed[key]
-        if not isinstance(value, str) or isinstance(default, str):
-            out[key] = value if not isinstance(default, str) else str(value)
-        elif isinstance(default, bool):
-            if value.lower() not in _TRUE + _FALSE:
-                raise RankkError(f"--method-opt {shown}: expected true or false for {key!r}")
-            out[key] = value.lower() in _TRUE
-        else:
-            try:
-                out[key] = type(default)(value)
-            except (TypeError, ValueError):
-                raise RankkError(f"--method-opt {shown}: expected {type(default).__name__} for {key!r}, "
-                                 f"found {value!r}") from None
+            raise RankkError(f"{flag}: method {cls.name!r} takes no option {key!r} (its options: {known})")
+        out[key] = declared[key].convert(value, shown)
     return out
 
 

@@ -23,23 +23,20 @@ at all (or no logprobs) -> the window keeps its order (failed). ``[n]`` inside p
 from __future__ import annotations
 
 import json
-import re
 import string
 from typing import Generator
 
 from rankk_cli.errors import RankkError
 from rankk_cli.rerank.engines.base import Completion, Request
-from rankk_cli.rerank.methods.base import (FAILED, OK, REPAIRED, Call, Candidate, Method, QueryResult,
+from rankk_cli.rerank.methods.base import (FAILED, OK, REPAIRED, Call, Candidate, Method, Option, QueryResult,
                                            RerankConfig)
-from rankk_cli.rerank.methods.listwise import new_record
+from rankk_cli.rerank.records import new_record
+from rankk_cli.rerank.text import replace_number
 from rankk_cli.rerank.windows import schedule
 
 SYSTEM = "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy to the query"
 LETTERS = string.ascii_uppercase
 
-
-def replace_number(text: str) -> str:
-    return re.sub(r"\[(\d+)\]", r"(\1)", text)
 
 
 def user_message(query: str, passages: list[str]) -> str:
@@ -84,16 +81,13 @@ class First(Method):
     kind = "listwise"
     default_temperature = 0.0
     default_max_tokens = 1
-    options = {"logprobs": 20}
+    options = (Option("logprobs", int, 20, "top log-probabilities read at the first generated position", minimum=1),)
 
-    def __init__(self, config: RerankConfig, logprobs: int = 20):
-        super().__init__(config)
+    def __init__(self, config: RerankConfig, **opts):
+        super().__init__(config, **opts)
         if config.window > len(LETTERS):
             raise RankkError(f"first: identifiers are letters A-Z, so --window must be at most 26, "
                              f"found {config.window}")
-        if logprobs < 1:
-            raise RankkError(f"first: logprobs must be at least 1, found {logprobs}")
-        self.logprobs = logprobs
 
     def request(self, query: str, passages: list[str]) -> Request:
         return Request(messages=(("system", SYSTEM), ("user", user_message(query, passages)), ("assistant", "[")),

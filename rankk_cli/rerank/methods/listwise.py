@@ -17,47 +17,17 @@ A window with no usable id at all keeps its input order (outcome ``failed``).
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Generator
 
 from rankk_cli.rerank.engines.base import Completion, Request
 from rankk_cli.rerank.methods.base import (FAILED, FORCED, OK, REPAIRED, Call, Candidate, Method, QueryResult)
+from rankk_cli.rerank.records import new_record
+from rankk_cli.rerank.text import THINK_END, split_reasoning, to_ascii_digits  # noqa: F401 - re-exported
 from rankk_cli.rerank.windows import schedule
-
-THINK_END = "</think>"
-
 
 # ----------------------------------------------------------------------------------------------------------
 # text helpers
-
-
-def to_ascii_digits(text: str) -> str:
-    """Map full-width forms (NFKC: ``１［］＞＝``) and any Unicode decimal digit to ASCII."""
-    text = unicodedata.normalize("NFKC", text)
-    if text.isascii():
-        return text
-    out = []
-    for ch in text:
-        if not ch.isascii() and unicodedata.category(ch) == "Nd":
-            out.append(str(unicodedata.decimal(ch)))
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def split_reasoning(text: str) -> tuple[str, str, bool]:
-    """(reasoning, answer, closed): text before/after the LAST ``</think>``; a leading ``<think>`` is dropped.
-
-    Without ``</think>`` the whole text is the answer and the reasoning is empty (closed=False).
-    """
-    if THINK_END in text:
-        reasoning, _, answer = text.rpartition(THINK_END)
-        reasoning = reasoning.strip()
-        if reasoning.startswith("<think>"):
-            reasoning = reasoning[len("<think>"):].lstrip()
-        return reasoning, answer, True
-    return "", text, False
 
 
 _BRACKETED = re.compile(r"\[\s*(\d+)\s*\]")
@@ -167,11 +137,6 @@ def group_scores(groups: list[list[int]]) -> dict[int, float]:
 
 # ----------------------------------------------------------------------------------------------------------
 # the sliding-window driver
-
-
-def new_record(pass_: int, start: int, end: int, docids: list[str]) -> dict:
-    return {"pass": pass_, "start": start, "end": end, "docids": list(docids), "outcome": OK, "raw": "",
-            "forced_raw": None, "reasoning": "", "parsed": [], "ties": [], "repairs": "", "calls": []}
 
 
 class ListwiseMethod(Method):

@@ -12,8 +12,8 @@ from typing import Generator
 
 from rankk_cli.errors import RankkError
 from rankk_cli.rerank.engines.base import Completion
-from rankk_cli.rerank.methods.base import OK, Call, Candidate, Method, QueryResult, RerankConfig
-from rankk_cli.rerank.methods.listwise import new_record
+from rankk_cli.rerank.methods.base import OK, Call, Candidate, Method, Option, QueryResult, RerankConfig, answered
+from rankk_cli.rerank.records import new_record
 
 NOTE = "oracle: reranked by the qrels (an upper bound for this first-stage run, not a system)"
 
@@ -24,13 +24,13 @@ class Oracle(Method):
     needs_engine = False
     trec_tag = "oracle"
     note = NOTE
-    options = {"qrels": ""}
+    options = (Option("qrels", str, "", "relevance judgements: a TREC qrels file or an ir_datasets id (--qrels)"),)
 
     def planned_windows(self, n: int) -> int:
         return 0
 
     def __init__(self, config: RerankConfig, qrels: str = "", grades: "dict[str, dict[str, int]] | None" = None):
-        super().__init__(config)
+        super().__init__(config, qrels=qrels)
         if grades is None:
             if not qrels:
                 raise RankkError("method oracle needs relevance judgements: pass --qrels FILE "
@@ -42,7 +42,6 @@ class Oracle(Method):
             for qid, docid, rel in zip(df["qid"].astype(str), df["docid"].astype(str), df["relevance"]):
                 grades.setdefault(qid, {})[docid] = int(rel)
         self.grades = grades
-        self.qrels = qrels
 
     def rerank(self, qid: str, query: str, candidates: list[Candidate]
                ) -> Generator[list[Call], list[Completion], QueryResult]:
@@ -52,6 +51,5 @@ class Oracle(Method):
         repairs = [] if judged else ["query has no judgements: first-stage order kept"]
         record = new_record(1, 0, len(candidates), [c.docid for c in candidates])
         record.update(outcome=OK, parsed=[i + 1 for i in idx], repairs="; ".join(repairs), note=NOTE)
-        return QueryResult(order=[candidates[i].docid for i in idx],
-                           scores={candidates[i].docid: float(grade[i]) for i in idx}, records=[record])
-        yield  # pragma: no cover - makes this a generator that asks nothing
+        return answered(QueryResult(order=[candidates[i].docid for i in idx],
+                                    scores={candidates[i].docid: float(grade[i]) for i in idx}, records=[record]))

@@ -38,11 +38,9 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Generator
 
-from rankk_cli.errors import RankkError
 from rankk_cli.rerank.engines.base import Completion, Request
-from rankk_cli.rerank.methods.base import (FAILED, OK, Call, Candidate, Method, QueryResult, RerankConfig,
-                                           heap_top_k)
-from rankk_cli.rerank.methods.listwise import new_record
+from rankk_cli.rerank.methods.base import FAILED, OK, Call, Candidate, Method, Option, QueryResult, heap_top_k
+from rankk_cli.rerank.records import new_record
 
 PROMPT = ('Given a query "{query}", which of the following two passages is more relevant to the query?\n\n'
           'Passage A: "{doc1}"\n\nPassage B: "{doc2}"\n\nOutput Passage A or Passage B:')
@@ -99,17 +97,12 @@ class PRP(Method):
     kind = "pairwise"
     default_temperature = 0.0
     default_max_tokens = 1
-    options = {"variant": "sliding", "k": 10, "answer": "generate"}
-
-    def __init__(self, config: RerankConfig, variant: str = "sliding", k: int = 10, answer: str = "generate"):
-        super().__init__(config)
-        if variant not in VARIANTS:
-            raise RankkError(f"prp: variant must be one of {', '.join(VARIANTS)}, found {variant!r}")
-        if k < 1:
-            raise RankkError(f"prp: k must be at least 1, found {k}")
-        if answer not in ANSWERS:
-            raise RankkError(f"prp: answer must be one of {', '.join(ANSWERS)}, found {answer!r}")
-        self.variant, self.k, self.answer = variant, k, answer
+    options = (
+        Option("variant", str, "sliding", "PRP-Sliding-k, PRP-Sorting (heap, top k) or PRP-Allpair", choices=VARIANTS),
+        Option("k", int, 10, "top k settled (sliding passes / heap extractions)", minimum=1),
+        Option("answer", str, "generate", "read the generated A/B token, or compare A and B log-probabilities",
+               choices=ANSWERS),
+    )
 
     def request(self, query: str, doc1: str, doc2: str) -> Request:
         return Request(messages=(("user", PROMPT.format(query=query, doc1=doc1, doc2=doc2)),
@@ -126,12 +119,12 @@ class PRP(Method):
         label = parse_label(comp.text)
         return label, "" if label else f"unparseable answer {comp.text[:20]!r}"
 
-    def planned_windows(self, n: int) -> int:
+    def planned_windows(self, n: int) -> int | None:
         if self.variant == "allpair":
             return n * (n - 1) // 2
         if self.variant == "sliding":
             return sum(n - 1 - i for i in range(min(self.k, n)))
-        return n  # sorting: data dependent; a rough count
+        return None  # sorting: data dependent (the bar counts without a total)
 
     def _calls(self, qid, query, d1: Candidate, d2: Candidate, meta) -> list[Call]:
         base = {"qid": qid, **meta}

@@ -25,7 +25,8 @@ from typing import Generator
 
 from rankk_cli.rerank.engines.base import Completion, Request
 from rankk_cli.rerank.methods.base import FAILED, FORCED, Call, Candidate, Method, QueryResult
-from rankk_cli.rerank.methods.listwise import THINK_END, new_record
+from rankk_cli.rerank.records import new_record
+from rankk_cli.rerank.text import THINK_END
 
 PROMPT = ("Determine if the following passage is relevant to the query. Answer only with 'true' or 'false'.\n"
           "Query: {query}\nPassage: {passage}\n<think>")

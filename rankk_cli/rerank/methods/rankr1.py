@@ -28,12 +28,12 @@ import re
 import zlib
 from typing import Generator
 
-from rankk_cli.errors import RankkError
 from rankk_cli.rerank.engines.base import Completion, Request
-from rankk_cli.rerank.methods.base import (FAILED, FORCED, OK, REPAIRED, Call, Candidate, Method, QueryResult,
-                                           RerankConfig, heap_top_k)
-from rankk_cli.rerank.methods.listwise import THINK_END, new_record, split_reasoning, to_ascii_digits
+from rankk_cli.rerank.methods.base import (FAILED, FORCED, OK, REPAIRED, Call, Candidate, Method, Option,
+                                           QueryResult, heap_top_k)
 from rankk_cli.rerank.methods.reasonrank import ANSWER_OPEN, answer_span
+from rankk_cli.rerank.records import new_record
+from rankk_cli.rerank.text import THINK_END, split_reasoning, to_ascii_digits
 
 SYSTEM = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The "
@@ -86,16 +86,12 @@ class RankR1(Method):
     kind = "setwise"
     default_temperature = 0.0
     default_max_tokens = 2048  # run_setwise.py's SamplingParams
-    options = {"num_child": 19, "k": 10, "shuffle": True, "seed": 929}
-
-    def __init__(self, config: RerankConfig, num_child: int = 19, k: int = 10, shuffle: bool = True,
-                 seed: int = 929):
-        super().__init__(config)
-        if num_child < 1:
-            raise RankkError(f"rankr1: num_child must be at least 1, found {num_child}")
-        if k < 1:
-            raise RankkError(f"rankr1: k must be at least 1, found {k}")
-        self.num_child, self.k, self.shuffle, self.seed = num_child, k, shuffle, seed
+    options = (
+        Option("num_child", int, 19, "children per heap node: num_child + 1 documents per prompt", minimum=1),
+        Option("k", int, 10, "documents extracted from the heap (the reranked top k)", minimum=1),
+        Option("shuffle", bool, True, "show each comparison's documents in a seeded random order (as the reference)"),
+        Option("seed", int, 929, "seed of that shuffle (per query)"),
+    )
 
     def build_request(self, query: str, texts: list[str]) -> Request:
         return Request(messages=(("system", SYSTEM), ("user", user_message(query, texts))))
@@ -106,9 +102,8 @@ class RankR1(Method):
         return Request(messages=messages, max_tokens=self.config.force_max_tokens, temperature=request.temperature,
                        continue_final=True)
 
-    def planned_windows(self, n: int) -> int:
-        """A lower bound: the heap build alone compares each internal node at least once."""
-        return n // self.num_child + 1 if n > 1 else 0
+    def planned_windows(self, n: int) -> None:
+        return None  # data dependent: how far each heapify sinks depends on the answers
 
     def compare(self, qid: str, query: str, docs: list[Candidate], meta: dict, records: list[dict]):
         """One setwise comparison (plus a forced follow-up when cut off); returns the chosen index or None."""

@@ -16,10 +16,9 @@ budget is parsed as far as it goes and repaired (missing ids appended), never fo
 
 from __future__ import annotations
 
-import re
-
 from rankk_cli.rerank.engines.base import Request
 from rankk_cli.rerank.methods.listwise import ListwiseMethod
+from rankk_cli.rerank.text import replace_number
 
 SYSTEM = "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy to the query"
 PREFIX = ("I will provide you with {num} passages, each indicated by a numerical identifier []. "
@@ -29,11 +28,7 @@ SUFFIX = ("Search Query: {query}.\nRank the {num} passages above based on their 
           "The output format should be [] > [], e.g., [2] > [1], Answer concisely and directly and only respond "
           "with the ranking results, do not say any word or explain.")
 
-_ID = re.compile(r"\[(\d+)\]")
 
-
-def replace_number(text: str) -> str:
-    return _ID.sub(r"(\1)", text)
 
 
 def render_user(query: str, texts: list[str]) -> str:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import re
 
 from rankk_cli.rerank.engines.base import Request
-from rankk_cli.rerank.methods.listwise import (THINK_END, ListwiseMethod, ranking_line, split_reasoning,
-                                               to_ascii_digits)
+from rankk_cli.rerank.methods.listwise import ListwiseMethod, ranking_line
+from rankk_cli.rerank.text import THINK_END, replace_number, split_reasoning, to_ascii_digits
 
 SYSTEM = (
     "You are RankLLM, an intelligent assistant that can rank passages based on their relevance to the query. "
@@ -37,10 +37,6 @@ SYSTEM = (
 )
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 
-
-def replace_number(text: str) -> str:
-    """``[12]`` -> ``(12)``: bracketed numbers in query/passages must not look like identifiers."""
-    return re.sub(r"\[(\d+)\]", r"(\1)", text)
 
 
 def user_message(query: str, passages: list[str]) -> str:
@@ -85,7 +81,7 @@ def digits_line(span: str | None) -> str | None:
     if line:
         return line
     ids = re.findall(r"\d+", span)
-    if _IDS_ONLY.fullmatch(span) and len(set(ids)) >= 2:
+    if _IDS_ONLY.fullmatch(span) and ids:  # "<answer>[3]</answer>": one id, the rest appended (a stated repair)
         return " > ".join(f"[{i}]" for i in ids)
     return None
 

@@ -1,0 +1,93 @@
+"""The window record: ONE definition of what rankk writes per window (per pair, per comparison) and of the
+windows Parquet schema (``OUT.windows.parquet``).
+
+A method starts a record with ``new_record`` and fills the fields it owns (outcome, raw, reasoning, parsed,
+repairs, ...); the scheduler adds the bookkeeping fields of the calls behind it (``finish_record``: qid, engine
+call indices, prompt hash, tokens, seconds, cached); the pipeline writes ``to_table``. A key that is not a
+field here is a bug, not a silently dropped column: ``to_table`` raises.
+"""
+
+from __future__ import annotations
+
+import json
+
+from rankk_cli.rerank.methods.base import OK
+
+# name -> (arrow type name, what it holds). Order = column order in the Parquet file.
+FIELDS: dict[str, tuple[str, str]] = {
+    "qid": ("string", "query id"),
+    "pass": ("int64", "sliding-window pass (1-based); heap/sort phase for setwise and pairwise methods"),
+    "start": ("int64", "first position of the window in the current ranking (0-based)"),
+    "end": ("int64", "one past the window's last position"),
+    "docids": ("list<string>", "the window's documents as shown (input order)"),
+    "engine_call": ("list<int64>", "index of the batched engine call of each request (-1: from the cache)"),
+    "prompt_hash": ("string", "call-cache key of the window's first request"),
+    "raw": ("string", "the model's reply as generated"),
+    "forced_raw": ("string", "the forced follow-up's reply (cut-off or answer-less replies), else null"),
+    "reasoning": ("string", "the thinking part of the reply"),
+    "parsed": ("list<int64>", "the window's order as read (1-based ids), or the method's verdict"),
+    "ties": ("string", "JSON list of tied id groups, best first"),
+    "outcome": ("string", "ok | repaired | forced | failed"),
+    "repairs": ("string", "every repair and reason, '; '-joined (empty when the answer was taken as given)"),
+    "input_tokens": ("int64", "prompt tokens of the window's requests"),
+    "output_tokens": ("int64", "generated tokens of the window's requests"),
+    "seconds": ("float64", "engine seconds attributed to the window's requests"),
+    "cached": ("bool", "every request of the window came from the call cache"),
+    "score": ("float64", "pointwise score (rank1: p(true)), else null"),
+    "logprobs": ("string", "JSON {identifier: logprob} the ranking was read from (first), else null"),
+    "step": ("string", "heap/sort step of setwise and pairwise methods (build, extract), else null"),
+    "note": ("string", "what the method says of itself (oracle), else null"),
+}
+# fields a method sets; the scheduler owns the rest (finish_record)
+SCHEDULER_FIELDS = ("qid", "engine_call", "prompt_hash", "input_tokens", "output_tokens", "seconds", "cached")
+
+
+def _arrow(type_name: str):
+    import pyarrow as pa
+
+    if type_name.startswith("list<"):
+        return pa.list_(_arrow(type_name[5:-1]))
+    return {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}[type_name]
+
+
+def schema():
+    import pyarrow as pa
+
+    return pa.schema([(name, _arrow(t)) for name, (t, _what) in FIELDS.items()])
+
+
+def new_record(pass_: int, start: int, end: int, docids: list[str]) -> dict:
+    """A method's record of one window, outcome ``ok`` until the method says otherwise. ``calls`` (the Call
+    objects behind it) is consumed by ``finish_record``."""
+    return {"pass": pass_, "start": start, "end": end, "docids": list(docids), "outcome": OK, "raw": "",
+            "forced_raw": None, "reasoning": "", "parsed": [], "ties": [], "repairs": "", "calls": []}
+
+
+def finish_record(rec: dict, qid: str) -> dict:
+    """Fold the bookkeeping of the record's calls (set by the scheduler in each ``Call.meta``) into it."""
+    calls = rec.pop("calls", [])
+    rec["qid"] = qid
+    rec["engine_call"] = [c.meta.get("engine_call", -1) for c in calls]
+    rec["prompt_hash"] = calls[0].meta.get("key", "") if calls else ""
+    rec["input_tokens"] = sum(c.meta.get("input_tokens", 0) for c in calls)
+    rec["output_tokens"] = sum(c.meta.get("output_tokens", 0) for c in calls)
+    rec["seconds"] = sum(c.meta.get("seconds", 0.0) for c in calls)
+    rec["cached"] = bool(calls) and all(c.meta.get("cached", False) for c in calls)
+    return rec
+
+
+def to_table(records: list[dict]):
+    """The windows Parquet table of ``records``; a key that is no field raises (never a silently lost column)."""
+    import pyarrow as pa
+
+    rows = []
+    for r in records:
+        unknown = set(r) - set(FIELDS) - {"calls"}
+        if unknown:
+            raise ValueError(f"window record has field(s) {sorted(unknown)} that records.FIELDS does not define")
+        row = {k: r.get(k) for k in FIELDS}
+        row["ties"] = json.dumps(r.get("ties") or [])
+        if row["logprobs"] is not None and not isinstance(row["logprobs"], str):
+            row["logprobs"] = json.dumps(row["logprobs"])
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=schema())
