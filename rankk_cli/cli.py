@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 
 FORMATS_EVAL = ("table", "tsv", "json")
+EXCLUDE_HELP = ("(qid, docid) pairs dropped from every run before scoring (BRIGHT's excluded_ids): JSON "
+                "{qid: [docid, ...]}, BRIGHT's examples as JSONL, or 'qid<TAB>docid' lines.")
 
 
 def _choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
@@ -121,7 +123,8 @@ def rerank(
 
 @app.command(name="eval")
 def eval_(
-    runs: List[Path] = typer.Argument(..., help="Run files (TREC text, .gz or .parquet)."),
+    runs: List[Path] = typer.Argument(..., help="Run files (TREC text, .gz, .parquet, or JSON {qid: {docid: "
+                                      "score}} as .json/.json.gz)."),
     qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file or an ir_datasets id."),
     measures: List[str] = typer.Option(["nDCG@10"], "-m", "--measure", help="ir-measures measure, repeatable."),
     per_query: bool = typer.Option(False, "--per-query", help="Also report each query's value."),
@@ -129,12 +132,14 @@ def eval_(
                                           help="Average over the run's queries only (default: trec_eval -c)."),
     fmt: str = typer.Option("table", "--format", help="table | tsv | json"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even if a cached result exists."),
+    exclude: Optional[Path] = typer.Option(None, "--exclude", help=EXCLUDE_HELP),
 ):
     """Score runs against qrels with any ir-measures measure (trec_eval -c semantics by default)."""
     from rankk_cli.evaluate import eval_command
 
     eval_command(runs=runs, qrels=qrels, measures=measures, per_query=per_query,
-                 run_queries_only=run_queries_only, fmt=_choice(fmt, FORMATS_EVAL, "--format"), no_cache=no_cache)
+                 run_queries_only=run_queries_only, fmt=_choice(fmt, FORMATS_EVAL, "--format"), no_cache=no_cache,
+                 exclude=exclude)
 
 
 # ----------------------------------------------------------------------------------------------------------
