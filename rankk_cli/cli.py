@@ -64,7 +64,8 @@ def retrieve(
 
 @app.command()
 def rerank(
-    run: Path = typer.Argument(..., help="Run to rerank (TREC/.gz/Parquet), or a candidates JSONL/Parquet with text."),
+    run: Path = typer.Argument(..., help="Run to rerank (TREC/.gz/Parquet/JSON {qid: {docid: score}}), or a "
+                               "candidates JSONL/Parquet with text."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Reranked run (.trec, .trec.gz, .parquet)."),
     method: str = typer.Option(..., "--method", help="Reranking method (rankk, rankzephyr, rank1, ...)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model directory or Hugging Face id "
@@ -103,6 +104,9 @@ def rerank(
     qrels: Optional[str] = typer.Option(None, "--qrels", help="Qrels file or ir_datasets id (method oracle)."),
     method_opt: List[str] = typer.Option([], "--method-opt", help="KEY=VALUE method option, repeatable "
                                          "(e.g. prp variant=sorting, rankr1 k=10 num_child=19)."),
+    exclude: Optional[Path] = typer.Option(None, "--exclude", help="(qid, docid) pairs dropped before reranking "
+                                           "(BRIGHT's excluded_ids), so no window holds one: JSON {qid: [docid, "
+                                           "...]}, BRIGHT's examples as JSONL, or 'qid<TAB>docid' lines."),
 ):
     """Rerank a run with an LLM: sliding windows, all queries batched per round, every engine call cached."""
     from rankk_cli.rerank.pipeline import rerank_command
@@ -114,7 +118,7 @@ def rerank(
                    gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_url),
                    windows_out=windows_out, dry_run=dry_run, fmt=_choice(fmt, ("table", "json"), "--format"),
                    no_cache=no_cache, qrels=qrels, method_opts=tuple(method_opt), timeout=timeout,
-                   max_retries=max_retries, concurrency=concurrency)
+                   max_retries=max_retries, concurrency=concurrency, exclude=exclude)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -160,6 +164,7 @@ def compare(
     seed: int = typer.Option(42, "--seed", help="Seed for --test permutation."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of per-query deltas."),
     fmt: str = typer.Option("table", "--format", help="table | tsv | json | latex"),
+    exclude: Optional[Path] = typer.Option(None, "--exclude", help=EXCLUDE_HELP),
 ):
     """Compare runs with a baseline: means, deltas, paired tests, corrected p-values, win/tie/loss.
 
@@ -172,7 +177,7 @@ def compare(
                     test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"),
                     correction=_choice(correction, ("holm", "bonferroni", "none"), "--correction"),
                     alpha=alpha, permutations=permutations, seed=seed, plot=plot,
-                    fmt=_choice(fmt, FORMATS_EVAL + ("latex",), "--format"))
+                    fmt=_choice(fmt, FORMATS_EVAL + ("latex",), "--format"), exclude=exclude)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -181,7 +186,8 @@ def compare(
 
 @app.command()
 def report(
-    root: Path = typer.Argument(..., help="Folder DIR/<dataset>/<system>.trec (+ <system>.trec.windows.parquet "
+    root: Path = typer.Argument(..., help="Folder DIR/<dataset>/<system>.trec|.parquet|.json (+ "
+                                "<system>.trec.windows.parquet "
                                 "from rankk rerank for cost; + optional DIR/<dataset>/qrels.txt)."),
     qrels: List[str] = typer.Option([], "--qrels", help="DATASET=FILE or DATASET=ir_datasets id, repeatable "
                                     "(default: DIR/<dataset>/qrels*)."),
@@ -196,6 +202,8 @@ def report(
     latex: Optional[Path] = typer.Option(None, "--latex", help="Also write the table as LaTeX (booktabs)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: rankings per query, reasoning length."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute evaluations even if cached."),
+    exclude: List[str] = typer.Option([], "--exclude", help="FILE (every dataset) or DATASET=FILE, repeatable: "
+                                      + EXCLUDE_HELP),
 ):
     """One paper-style table from a folder of runs: systems x (datasets x measures), markers, rerank cost."""
     from rankk_cli.report import report_command
@@ -203,7 +211,7 @@ def report(
     report_command(root, qrels=qrels, measures=measures, baseline=baseline, alpha=alpha,
                    correction=_choice(correction, ("holm", "bonferroni", "none"), "--correction"),
                    output=output, latex=latex, plot_path=plot, no_cache=no_cache,
-                   test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"))
+                   test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"), exclude=exclude)
 
 
 # ----------------------------------------------------------------------------------------------------------
