@@ -554,6 +554,25 @@ def is_json_run_path(path: str | Path) -> bool:
     return str(path).endswith(JSON_RUN_SUFFIXES)
 
 
+_JSON_RUN_HEAD = re.compile(rb'\s*\{\s*"(?:[^"\\]|\\.)*"\s*:\s*\{')
+
+
+def looks_like_json_run(path: str | Path) -> bool:
+    """Does the file (plain or gzipped) start like ``{"qid": {`` -- an object whose first value is an object, a
+    JSON score run -- rather than like a JSONL line ``{"qid": "1", ...}``? Reads only the first 64 KiB."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(path, "rb") as fh:
+            data = fh.read(1 << 16)
+    except (OSError, EOFError, zlib.error):
+        return False
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    return _JSON_RUN_HEAD.match(data) is not None
+
+
 class JsonPairs(list):
     """A JSON object as its (key, value) pairs in file order: ``object_pairs_hook`` keeps repeated keys, which
     ``dict`` would silently collapse to the last one, so they can be reported."""
