@@ -64,8 +64,11 @@ class Exclusions:
         if not len(self.pairs) or not len(run.df):
             return run, Dropped(0, 0)
         df = run.df
-        keys = pd.MultiIndex.from_arrays([df["qid"].astype(str), df["docid"].astype(str)])
-        drop = np.asarray(keys.isin(pd.MultiIndex.from_frame(self.pairs)))
+        drop = np.zeros(len(df), dtype=bool)
+        rows = np.flatnonzero(df["qid"].astype(str).isin(set(self.pairs["qid"])).to_numpy())  # few queries, often
+        if len(rows):
+            keys = pd.MultiIndex.from_arrays([df["qid"].iloc[rows].astype(str), df["docid"].iloc[rows].astype(str)])
+            drop[rows] = keys.isin(pd.MultiIndex.from_frame(self.pairs))
         n = int(drop.sum())
         if not n:
             return run, Dropped(0, 0)

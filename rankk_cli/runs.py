@@ -633,39 +633,66 @@ def check_json_id(value: str, what: str, path: Path, where: str = "") -> None:
                          f"cannot hold it){where}, found {show(value)}")
 
 
+_JSON_NUMBER = (int, float)  # exact types: a bool (an int subclass) is not a score
+
+
 def _json_run_frame(obj, path: Path) -> pd.DataFrame:
+    """The rows of a parsed JSON run. The per-query loop checks the structure and repeated keys (set sizes, in
+    C); scores and ids are then checked over whole columns, so a 1M-entry file costs about what json.loads does."""
     if not isinstance(obj, JsonPairs):
         raise file_error(path, None, f"expected a JSON run {JSON_RUN_SHAPE}, found {json_kind(obj)} at the top")
-    qids, docids, ranks, scores = [], [], [], []
+    qids, counts, docids, values = [], [], [], []
     seen_q: set[str] = set()
     for qid, docs in obj:
         if qid in seen_q:
             raise file_error(path, None, f"expected each qid once, found qid {show(qid)} twice (a repeated key)")
         seen_q.add(qid)
-        check_json_id(qid, "qid", path)
         if not isinstance(docs, JsonPairs):
             raise file_error(path, None, f"expected qid {show(qid)} to map to an object {{docid: score}} (a JSON "
                              f"run is {JSON_RUN_SHAPE}), found {json_kind(docs)}")
-        seen_d: set[str] = set()
-        for rank, (docid, value) in enumerate(docs, start=1):
-            if docid in seen_d:
-                raise file_error(path, None, f"expected each docid once per query, found docid {show(docid)} twice "
-                                 f"under qid {show(qid)} (a repeated key)")
-            seen_d.add(docid)
-            check_json_id(docid, "docid", path, f" (qid {show(qid)})")
-            score = json_finite(value)
-            if score is None:
-                raise file_error(path, None, f"expected a finite number as the score of qid {show(qid)}, docid "
-                                 f"{show(docid)}, found {json_kind(value)}")
+        keys = [d for d, _v in docs]
+        if len(set(keys)) != len(keys):
+            seen: set[str] = set()
+            docid = next(d for d in keys if d in seen or seen.add(d))
+            raise file_error(path, None, f"expected each docid once per query, found docid {show(docid)} twice "
+                             f"under qid {show(qid)} (a repeated key)")
+        check_json_id(qid, "qid", path)
+        if keys:
             qids.append(qid)
-            docids.append(docid)
-            ranks.append(rank)
-            scores.append(score)
-    if not qids:
+            counts.append(len(keys))
+            docids.extend(keys)
+            values.extend(v for _d, v in docs)
+    if not docids:
         raise file_error(path, None, f"empty run file: expected a JSON run {JSON_RUN_SHAPE} with at least one "
                          "score")
-    return pd.DataFrame({"qid": qids, "docid": docids, "rank": np.array(ranks, dtype=np.int64),
-                         "score": np.array(scores, dtype=np.float64)})
+    counts_arr = np.array(counts, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts_arr)[:-1]])
+
+    def where(row: int) -> str:
+        q = qids[int(np.searchsorted(starts, row, side="right")) - 1]
+        return f"qid {show(q)}, docid {show(docids[row])}"
+
+    bad = next((i for i, v in enumerate(values) if type(v) not in _JSON_NUMBER), None)
+    if bad is None:
+        try:
+            scores = np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond float range
+            bad = next(i for i, v in enumerate(values) if json_finite(v) is None)
+    if bad is None:
+        finite = np.isfinite(scores)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
+    if bad is not None:
+        value = values[bad]
+        found = "a number beyond float range" if type(value) is int else json_kind(value)
+        raise file_error(path, None, f"expected a finite number as the score of {where(bad)}, found {found}")
+    row = first_bad_id(docids)
+    if row is not None:
+        q = qids[int(np.searchsorted(starts, row, side="right")) - 1]
+        check_json_id(docids[row], "docid", path, f" (qid {show(q)})")
+    rank = np.arange(1, len(docids) + 1, dtype=np.int64) - np.repeat(starts, counts_arr)
+    return pd.DataFrame({"qid": np.repeat(np.array(qids, dtype=object), counts_arr),
+                         "docid": np.array(docids, dtype=object), "rank": rank, "score": scores})
 
 
 def read_json_run(path: str | Path, name: str | None = None) -> Run:
