@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 
 FORMATS_EVAL = ("table", "tsv", "json")
+EXCLUDE_HELP = ("(qid, docid) pairs dropped from every run before scoring (BRIGHT's excluded_ids): JSON "
+                "{qid: [docid, ...]}, BRIGHT's examples as JSONL, or 'qid<TAB>docid' lines.")
 
 
 def _choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
@@ -64,7 +66,8 @@ def retrieve(
 
 @app.command()
 def rerank(
-    run: Path = typer.Argument(..., help="Run to rerank (TREC/.gz/Parquet), or a candidates JSONL/Parquet with text."),
+    run: Path = typer.Argument(..., help="Run to rerank (TREC/.gz/Parquet/JSON {qid: {docid: score}}), or a "
+                               "candidates JSONL/Parquet with text."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Reranked run (.trec, .trec.gz, .parquet)."),
     method: str = typer.Option(..., "--method", help=f"Reranking method: {', '.join(METHODS.names())} "
                                "('rankk methods' lists each one's options)."),
@@ -105,6 +108,9 @@ def rerank(
     qrels: Optional[str] = typer.Option(None, "--qrels", help="Qrels file or ir_datasets id (method oracle)."),
     method_opt: List[str] = typer.Option([], "--method-opt", help="KEY=VALUE method option, repeatable "
                                          "(e.g. prp variant=sorting, rankr1 k=10 num_child=19)."),
+    exclude: Optional[Path] = typer.Option(None, "--exclude", help="(qid, docid) pairs dropped before reranking "
+                                           "(BRIGHT's excluded_ids), so no window holds one: JSON {qid: [docid, "
+                                           "...]}, BRIGHT's examples as JSONL, or 'qid<TAB>docid' lines."),
 ):
     """Rerank a run with an LLM: sliding windows, all queries batched per round, every engine call cached."""
     from rankk_cli.rerank.pipeline import rerank_command
@@ -116,7 +122,7 @@ def rerank(
                    gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_url),
                    windows_out=windows_out, dry_run=dry_run, fmt=_choice(fmt, ("table", "json"), "--format"),
                    no_cache=no_cache, qrels=qrels, method_opts=tuple(method_opt), timeout=timeout,
-                   max_retries=max_retries, concurrency=concurrency)
+                   max_retries=max_retries, concurrency=concurrency, exclude=exclude)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -125,7 +131,8 @@ def rerank(
 
 @app.command(name="eval")
 def eval_(
-    runs: List[Path] = typer.Argument(..., help="Run files (TREC text, .gz or .parquet)."),
+    runs: List[Path] = typer.Argument(..., help="Run files (TREC text, .gz, .parquet, or JSON {qid: {docid: "
+                                      "score}} as .json/.json.gz)."),
     qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file or an ir_datasets id."),
     measures: List[str] = typer.Option(["nDCG@10"], "-m", "--measure", help="ir-measures measure, repeatable."),
     per_query: bool = typer.Option(False, "--per-query", help="Also report each query's value."),
@@ -133,12 +140,14 @@ def eval_(
                                           help="Average over the run's queries only (default: trec_eval -c)."),
     fmt: str = typer.Option("table", "--format", help="table | tsv | json"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even if a cached result exists."),
+    exclude: Optional[Path] = typer.Option(None, "--exclude", help=EXCLUDE_HELP),
 ):
     """Score runs against qrels with any ir-measures measure (trec_eval -c semantics by default)."""
     from rankk_cli.evaluate import eval_command
 
     eval_command(runs=runs, qrels=qrels, measures=measures, per_query=per_query,
-                 run_queries_only=run_queries_only, fmt=_choice(fmt, FORMATS_EVAL, "--format"), no_cache=no_cache)
+                 run_queries_only=run_queries_only, fmt=_choice(fmt, FORMATS_EVAL, "--format"), no_cache=no_cache,
+                 exclude=exclude)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -159,6 +168,7 @@ def compare(
     seed: int = typer.Option(42, "--seed", help="Seed for --test permutation."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of per-query deltas."),
     fmt: str = typer.Option("table", "--format", help="table | tsv | json | latex"),
+    exclude: Optional[Path] = typer.Option(None, "--exclude", help=EXCLUDE_HELP),
 ):
     """Compare runs with a baseline: means, deltas, paired tests, corrected p-values, win/tie/loss.
 
@@ -171,7 +181,7 @@ def compare(
                     test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"),
                     correction=_choice(correction, ("holm", "bonferroni", "none"), "--correction"),
                     alpha=alpha, permutations=permutations, seed=seed, plot=plot,
-                    fmt=_choice(fmt, FORMATS_EVAL + ("latex",), "--format"))
+                    fmt=_choice(fmt, FORMATS_EVAL + ("latex",), "--format"), exclude=exclude)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -180,7 +190,8 @@ def compare(
 
 @app.command()
 def report(
-    root: Path = typer.Argument(..., help="Folder DIR/<dataset>/<system>.trec (+ <system>.trec.windows.parquet "
+    root: Path = typer.Argument(..., help="Folder DIR/<dataset>/<system>.trec|.parquet|.json (+ "
+                                "<system>.trec.windows.parquet "
                                 "from rankk rerank for cost; + optional DIR/<dataset>/qrels.txt)."),
     qrels: List[str] = typer.Option([], "--qrels", help="DATASET=FILE or DATASET=ir_datasets id, repeatable "
                                     "(default: DIR/<dataset>/qrels*)."),
@@ -195,6 +206,8 @@ def report(
     latex: Optional[Path] = typer.Option(None, "--latex", help="Also write the table as LaTeX (booktabs)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: rankings per query, reasoning length."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute evaluations even if cached."),
+    exclude: List[str] = typer.Option([], "--exclude", help="FILE (every dataset) or DATASET=FILE, repeatable: "
+                                      + EXCLUDE_HELP),
 ):
     """One paper-style table from a folder of runs: systems x (datasets x measures), markers, rerank cost."""
     from rankk_cli.report import report_command
@@ -202,7 +215,7 @@ def report(
     report_command(root, qrels=qrels, measures=measures, baseline=baseline, alpha=alpha,
                    correction=_choice(correction, ("holm", "bonferroni", "none"), "--correction"),
                    output=output, latex=latex, plot_path=plot, no_cache=no_cache,
-                   test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"))
+                   test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"), exclude=exclude)
 
 
 # ----------------------------------------------------------------------------------------------------------

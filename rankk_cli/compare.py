@@ -149,6 +149,8 @@ class ComparisonRow:
     ties: int
     losses: int
     significant: bool
+    baseline_excluded: int | None = None  # (qid, docid) pairs --exclude dropped from the baseline / this run
+    excluded: int | None = None
 
     @property
     def marker(self) -> str:
@@ -190,7 +192,8 @@ def compare_results(baseline, others: Sequence, measures: Sequence[str] | None =
                 mean=float(b.mean()) if len(b) else float("nan"),
                 delta=float((b - a).mean()) if len(a) else float("nan"),
                 p_value=paired_test(a, b, test, permutations, seed), p_corrected=float("nan"),
-                test=test, correction=correction, wins=w, ties=t, losses=l, significant=False))
+                test=test, correction=correction, wins=w, ties=t, losses=l, significant=False,
+                baseline_excluded=getattr(baseline, "excluded", None), excluded=getattr(other, "excluded", None)))
     adjusted = correct([r.p_value for r in rows], correction)
     for r, p in zip(rows, adjusted):
         r.p_corrected = float(p)
@@ -270,14 +273,25 @@ def _latex_escape(text: str) -> str:
     return text
 
 
+def _row_dict(r: ComparisonRow) -> dict:
+    """The row as a dict; the excluded counts only when --exclude was given."""
+    d = asdict(r)
+    if r.excluded is None and r.baseline_excluded is None:
+        del d["excluded"], d["baseline_excluded"]
+    return d
+
+
 def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None) -> None:
     out = out or sys.stdout
+    excl = any(r.excluded is not None for r in rows)
     if fmt == "json":
-        out.write(json.dumps([{**asdict(r), "marker": r.marker} for r in rows], indent=1) + "\n")
+        out.write(json.dumps([{**_row_dict(r), "marker": r.marker} for r in rows], indent=1) + "\n")
         return
     if fmt == "tsv":
         cols = ["run", "baseline", "measure", "n", "baseline_mean", "mean", "delta", "p_value", "p_corrected",
                 "test", "correction", "wins", "ties", "losses", "significant"]
+        if excl:
+            cols += ["baseline_excluded", "excluded"]
         lines = ["\t".join(cols)]
         for r in rows:
             d = asdict(r)
@@ -289,6 +303,9 @@ def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None) -> None:
     first = rows[0]
     caption = (f"{TESTS[first.test]}, {CORRECTIONS[first.correction]} correction over {len(rows)} comparisons; "
                f"* corrected p < {alpha:g}; n = {first.n} queries (trec_eval -c)")
+    if excl:
+        dropped = {first.baseline: first.baseline_excluded, **{r.run: r.excluded for r in rows}}
+        caption += "; excluded (qid, docid) pairs dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items())
     if fmt == "latex":
         measures = list(dict.fromkeys(r.measure for r in rows))
         runs = list(dict.fromkeys(r.run for r in rows))
@@ -331,7 +348,8 @@ def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None) -> None:
 
 def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: Sequence[str], test: str = "t",
                     correction: str = "holm", alpha: float = 0.05, permutations: int = 10000, seed: int = 42,
-                    plot: Path | None = None, fmt: str = "table") -> list[ComparisonRow]:
+                    plot: Path | None = None, fmt: str = "table", exclude: Path | None = None
+                    ) -> list[ComparisonRow]:
     from rankk_cli.errors import check_input_file, file_error
     from rankk_cli.outputs import check_not_input
     from rankk_cli.evaluate import QrelsSource, evaluate_path, note, parse_measures, report_coverage
@@ -349,7 +367,10 @@ def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: 
     paths = [Path(baseline), *map(Path, runs)]
     for path in paths:
         check_input_file(path, "run file")
-    check_not_input(plot, "--plot", [*paths, qrels])
+    check_not_input(plot, "--plot", [*paths, qrels, exclude])
+    from rankk_cli.exclude import load_exclusions
+
+    exclusions = load_exclusions(exclude)
     names, taken = [], set()
     for path in paths:
         name = run_name(path)
@@ -359,12 +380,12 @@ def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: 
         names.append(name)
     source = QrelsSource(qrels)
     # every run is read and scored before any note is printed: a bad run is then the only line on stderr
-    results = [evaluate_path(path, source, parsed, run_queries_only=False, name=name)
+    results = [evaluate_path(path, source, parsed, run_queries_only=False, name=name, exclusions=exclusions)
                for path, name in zip(paths, names)]
     for name, result in zip(names, results):
         if result.cached:
             note(f"{name}: reused cached results")
-        report_coverage(result, qrels, run_queries_only=False)
+        report_coverage(result, qrels, run_queries_only=False, exclusions=exclusions)
     if not results[0].qids:
         raise RankkError(f"{qrels}: expected judged queries to compare on, found none")
     rows = compare_results(results[0], results[1:], [str(m) for m in parsed], test, correction, alpha,

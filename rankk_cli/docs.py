@@ -326,6 +326,11 @@ def open_docs(spec: str | Path, no_cache: bool = False) -> DocStore:
             _run, texts = read_candidates(path)
             return MappingDocs(texts, str(path))
         if suffix in (".jsonl", ".json"):
+            from rankk_cli.runs import looks_like_json_run
+
+            if suffix == ".json" and looks_like_json_run(path):
+                raise file_error(path, None, "expected a document source (corpus or candidates file with text), "
+                                 "found a JSON score run {qid: {docid: score}}, which holds no text")
             if is_candidates_file(path):
                 _run, texts = read_candidates(path)
                 return MappingDocs(texts, str(path))

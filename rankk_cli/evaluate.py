@@ -16,8 +16,11 @@ A vectorised numpy evaluator computes the common measures (nDCG, nDCG@k, AP, AP@
 Success@k, Judged@k, each with ``rel=`` where ir-measures allows it, rel >= 1); anything else goes to ir_measures'
 own providers. Tests check agreement with ir_measures per query.
 
+``--exclude FILE`` (``rankk_cli.exclude``) drops listed (qid, docid) pairs from each run before scoring (BRIGHT's
+excluded ids); how many were dropped is part of the result and of the output.
+
 Per-run results are cached (``StageCache``, stage ``eval``) keyed by the run's digest, the qrels' digest or id, the
-measures and the semantics.
+measures, the semantics and the exclusion file's digest.
 """
 
 from __future__ import annotations
@@ -430,6 +433,8 @@ class EvalResult:
     unjudged_run_qids: list[str] = field(default_factory=list)
     missing_qids: list[str] = field(default_factory=list)
     cached: bool = False
+    excluded: int | None = None  # (qid, docid) pairs --exclude dropped from the run; None: no --exclude
+    excluded_queries: int = 0  # queries they were in
 
     def per_query(self) -> pd.DataFrame:
         """Wide table: index qid, one column per measure."""
@@ -461,7 +466,7 @@ def evaluate(run, qrels: Qrels, measures: list, run_queries_only: bool = False) 
     idx = judged_in_run.drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
     present[idx] = True
 
-    if fast:
+    if fast and len(df):  # an empty run (everything excluded) scores 0 everywhere, as trec_eval -c's missing queries
         need_asc = any(m.NAME == "Judged" or (m.NAME == "RR" and "cutoff" in m.params) for m in fast)
         ranked = _rank(df[["qid", "docid", "score"]], qrels, need_asc)
         cache: dict = {}
@@ -469,8 +474,13 @@ def evaluate(run, qrels: Qrels, measures: list, run_queries_only: bool = False) 
         for m in fast:
             per_block = _fast_values(m, ranked, qrels, cache)
             values[ranked.block_qidx[judged_blocks], measures.index(m)] = per_block[judged_blocks]
-    if slow:
+    if slow and len(df):
         _slow_values(df, qrels, measures, slow, values)
+    elif slow:
+        for m in slow:
+            col = values[:, measures.index(m)]
+            col[:] = m.DEFAULT if isinstance(m.DEFAULT, (int, float)) else 0.0
+            _empty_ranking_values(m, qrels, np.ones(nq, dtype=bool), col)
 
     rows = np.flatnonzero(present) if run_queries_only else np.arange(nq)
     qids = [qrels.qids[i] for i in rows]
@@ -569,11 +579,14 @@ def _slow_values(df: pd.DataFrame, qrels: Qrels, measures: list, slow: list, val
 # cached evaluation of run files
 
 
-def _cache_key(run_path: Path, qrels_id: str, measures: list, run_queries_only: bool) -> str:
+def _cache_key(run_path: Path, qrels_id: str, measures: list, run_queries_only: bool,
+               exclude_id: str | None = None) -> str:
     from rankk_cli.cache import file_digest, stage_key
 
+    extra = {"exclude": exclude_id} if exclude_id is not None else {}  # without --exclude: the keys as before
     return stage_key(CACHE_STAGE, version=CACHE_VERSION, run=file_digest(run_path), qrels=qrels_id,
-                     measures=[str(m) for m in measures], semantics="run-queries" if run_queries_only else "trec_eval -c")
+                     measures=[str(m) for m in measures], semantics="run-queries" if run_queries_only else "trec_eval -c",
+                     **extra)
 
 
 def _to_table(result: EvalResult):
@@ -583,7 +596,8 @@ def _to_table(result: EvalResult):
     for j, m in enumerate(result.measures):
         cols[f"m{j}"] = pa.array(result.values[:, j], pa.float64())
     meta = {"measures": result.measures, "aggregates": result.aggregates,
-            "unjudged_run_qids": result.unjudged_run_qids, "missing_qids": result.missing_qids}
+            "unjudged_run_qids": result.unjudged_run_qids, "missing_qids": result.missing_qids,
+            "excluded": result.excluded, "excluded_queries": result.excluded_queries}
     return pa.table(cols).replace_schema_metadata({b"rankk_eval": json.dumps(meta).encode()})
 
 
@@ -594,9 +608,12 @@ def _from_table(table, name: str) -> EvalResult | None:
         qids = [str(q) for q in table.column("qid").to_pylist()]
         values = np.column_stack([table.column(f"m{j}").to_numpy() for j in range(len(measures))]) \
             if qids else np.zeros((0, len(measures)))
+        excluded = meta.get("excluded")
         return EvalResult(name, measures, qids, values.reshape(len(qids), len(measures)),
                           {k: float(v) for k, v in meta["aggregates"].items()},
-                          list(meta["unjudged_run_qids"]), list(meta["missing_qids"]), cached=True)
+                          list(meta["unjudged_run_qids"]), list(meta["missing_qids"]), cached=True,
+                          excluded=None if excluded is None else int(excluded),
+                          excluded_queries=int(meta.get("excluded_queries") or 0))
     except Exception:  # a damaged entry is a miss
         return None
 
@@ -616,8 +633,9 @@ class QrelsSource:
 
 
 def evaluate_path(path: str | Path, qrels: QrelsSource, measures: list, run_queries_only: bool = False,
-                  no_cache: bool = False, name: str | None = None) -> EvalResult:
-    """Score one run file, through the stage cache. Library entry used by ``rankk compare`` and reports."""
+                  no_cache: bool = False, name: str | None = None, exclusions=None) -> EvalResult:
+    """Score one run file, through the stage cache. Library entry used by ``rankk compare`` and reports.
+    ``exclusions`` (``rankk_cli.exclude.Exclusions``): pairs dropped from the run before scoring."""
     from rankk_cli import cache as cache_mod
     from rankk_cli.runs import read_run, run_name
 
@@ -626,7 +644,8 @@ def evaluate_path(path: str | Path, qrels: QrelsSource, measures: list, run_quer
     path = check_input_file(path, "run file")
     display = name or run_name(path)
     store = cache_mod.StageCache()
-    key = _cache_key(path, qrels.identity, measures, run_queries_only)
+    key = _cache_key(path, qrels.identity, measures, run_queries_only,
+                     exclusions.identity if exclusions is not None else None)
     if cache_mod.enabled(no_cache):
         table = store.get_table(CACHE_STAGE, key)
         if table is not None:
@@ -634,7 +653,12 @@ def evaluate_path(path: str | Path, qrels: QrelsSource, measures: list, run_quer
             if result is not None:
                 return result
     run = read_run(path, display)
+    dropped = None
+    if exclusions is not None:
+        run, dropped = exclusions.apply(run)
     result = evaluate(run, qrels.get(), measures, run_queries_only)
+    if dropped is not None:
+        result.excluded, result.excluded_queries = dropped.pairs, dropped.queries
     try:
         store.put(CACHE_STAGE, key, _to_table(result))
     except OSError as exc:
@@ -642,8 +666,12 @@ def evaluate_path(path: str | Path, qrels: QrelsSource, measures: list, run_quer
     return result
 
 
-def report_coverage(result: EvalResult, qrels_spec: str, run_queries_only: bool) -> None:
-    """stderr lines about queries that were ignored or counted as 0."""
+def report_coverage(result: EvalResult, qrels_spec: str, run_queries_only: bool, exclusions=None) -> None:
+    """stderr lines about excluded pairs dropped, and queries that were ignored or counted as 0."""
+    if exclusions is not None and result.excluded is not None:
+        from rankk_cli.exclude import Dropped, describe
+
+        note(f"{result.run}: {describe(Dropped(result.excluded, result.excluded_queries), exclusions)}")
     if result.unjudged_run_qids:
         ex = ", ".join(result.unjudged_run_qids[:5]) + (", ..." if len(result.unjudged_run_qids) > 5 else "")
         warn(f"{result.run}: {len(result.unjudged_run_qids)} run queries have no judgements in {qrels_spec} "
@@ -663,8 +691,11 @@ def _fmt(value: float) -> str:
 
 
 def render(results: list[EvalResult], fmt: str, per_query: bool, out=None) -> None:
+    """The results on ``out``; with --exclude every format also says, per run, how many (qid, docid) pairs were
+    dropped (json: an ``excluded`` key on each aggregate row; tsv and table: an ``excluded`` column)."""
     out = out or sys.stdout
     measures = results[0].measures if results else []
+    excl = any(r.excluded is not None for r in results)
     if fmt == "json":
         rows = []
         for r in results:
@@ -676,19 +707,23 @@ def render(results: list[EvalResult], fmt: str, per_query: bool, out=None) -> No
                 row = {"run": r.run, "measure": m, "value": r.aggregates[m]}
                 if per_query:
                     row = {"run": r.run, "qid": "all", "measure": m, "value": r.aggregates[m]}
+                if excl:
+                    row["excluded"] = r.excluded
                 rows.append(row)
         out.write(json.dumps(rows, indent=1 if len(rows) < 200 else None) + "\n")
         return
     if fmt == "tsv":
-        lines = ["run\tqid\tmeasure\tvalue" if per_query else "run\tmeasure\tvalue"]
+        tail = "\texcluded" if excl else ""
+        lines = [("run\tqid\tmeasure\tvalue" if per_query else "run\tmeasure\tvalue") + tail]
         for r in results:
+            x = f"\t{r.excluded}" if excl else ""
             if per_query:
                 for i, qid in enumerate(r.qids):
                     for j, m in enumerate(r.measures):
-                        lines.append(f"{r.run}\t{qid}\t{m}\t{_fmt(r.values[i, j])}")
-                lines.extend(f"{r.run}\tall\t{m}\t{_fmt(r.aggregates[m])}" for m in r.measures)
+                        lines.append(f"{r.run}\t{qid}\t{m}\t{_fmt(r.values[i, j])}" + ("\t" if excl else ""))
+                lines.extend(f"{r.run}\tall\t{m}\t{_fmt(r.aggregates[m])}{x}" for m in r.measures)
             else:
-                lines.extend(f"{r.run}\t{m}\t{_fmt(r.aggregates[m])}" for m in r.measures)
+                lines.extend(f"{r.run}\t{m}\t{_fmt(r.aggregates[m])}{x}" for m in r.measures)
         out.write("\n".join(lines) + "\n")
         return
     from rich.console import Console
@@ -700,14 +735,17 @@ def render(results: list[EvalResult], fmt: str, per_query: bool, out=None) -> No
         table.add_column("qid")
     for m in measures:
         table.add_column(m, justify="right")
+    if excl:
+        table.add_column("excluded", justify="right")
     for r in results:
+        x = [str(r.excluded)] if excl else []
         if per_query:
             for i, qid in enumerate(r.qids):
-                table.add_row(r.run, qid, *(_fmt(v) for v in r.values[i]))
-            table.add_row(r.run, "all", *(_fmt(r.aggregates[m]) for m in r.measures), style="bold",
+                table.add_row(r.run, qid, *(_fmt(v) for v in r.values[i]), *([""] if excl else []))
+            table.add_row(r.run, "all", *(_fmt(r.aggregates[m]) for m in r.measures), *x, style="bold",
                           end_section=True)
         else:
-            table.add_row(r.run, *(_fmt(r.aggregates[m]) for m in r.measures))
+            table.add_row(r.run, *(_fmt(r.aggregates[m]) for m in r.measures), *x)
     tty = getattr(out, "isatty", lambda: False)()
     Console(file=out, soft_wrap=True, width=None if tty else 500).print(table)
 
@@ -717,21 +755,25 @@ def render(results: list[EvalResult], fmt: str, per_query: bool, out=None) -> No
 
 
 def eval_command(runs: Sequence[Path], qrels: str, measures: Sequence[str], per_query: bool = False,
-                 run_queries_only: bool = False, fmt: str = "table", no_cache: bool = False) -> list[EvalResult]:
+                 run_queries_only: bool = False, fmt: str = "table", no_cache: bool = False,
+                 exclude: Path | None = None) -> list[EvalResult]:
     parsed = parse_measures(measures)
     from rankk_cli.errors import check_input_file
+    from rankk_cli.exclude import load_exclusions
 
     for path in runs:  # fail fast, before any work, on a missing run
         check_input_file(path, "run file")
+    exclusions = load_exclusions(exclude)
     source = QrelsSource(qrels)
     names: set = set()
     # every run is read and scored before any note is printed: a bad run is then the only line on stderr
-    results = [evaluate_path(path, source, parsed, run_queries_only, no_cache, name=_unique_name(Path(path), names))
+    results = [evaluate_path(path, source, parsed, run_queries_only, no_cache, name=_unique_name(Path(path), names),
+                             exclusions=exclusions)
                for path in runs]
     for result in results:
         if result.cached:
             note(f"{result.run}: reused cached results (--no-cache to recompute)")
-        report_coverage(result, qrels, run_queries_only)
+        report_coverage(result, qrels, run_queries_only, exclusions)
     render(results, fmt, per_query)
     return results
 

@@ -2,7 +2,7 @@
 
 Folder layout (decided here, documented in ``rankk report --help``)::
 
-    DIR/<dataset>/<system>.trec              a run (also .trec.gz, .txt, .run, .parquet)
+    DIR/<dataset>/<system>.trec              a run (also .trec.gz, .txt, .run, .parquet, .json, .json.gz)
     DIR/<dataset>/<system>.trec.windows.parquet   optional: rankk rerank's per-window records (cost columns)
     DIR/<dataset>/qrels.txt                  optional: the dataset's qrels (else --qrels DATASET=FILE|ID)
 
@@ -32,7 +32,7 @@ import numpy as np
 from rankk_cli.errors import RankkError, file_error, show
 from rankk_cli.outputs import check_outputs, commit_outputs
 
-RUN_SUFFIXES = (".trec", ".trec.gz", ".txt", ".run", ".parquet", ".gz")
+RUN_SUFFIXES = (".trec", ".trec.gz", ".txt", ".run", ".parquet", ".json", ".gz")
 WINDOWS_SUFFIX = ".windows.parquet"
 BETTER, WORSE = "†", "‡"
 
@@ -48,9 +48,12 @@ def _is_run(path: Path) -> bool:
     return name.endswith(RUN_SUFFIXES)
 
 
-def discover(root: Path) -> dict[str, dict[str, Path]]:
-    """``{dataset: {system: run path}}`` from ``root/<dataset>/<system>.<suffix>``."""
+def discover(root: Path, skip: Sequence[Path] = ()) -> dict[str, dict[str, Path]]:
+    """``{dataset: {system: run path}}`` from ``root/<dataset>/<system>.<suffix>``; files in ``skip`` (the
+    --exclude files, which may sit beside the runs) are not runs."""
     from rankk_cli.runs import run_name
+
+    skipped = {os.path.realpath(p) for p in skip}
 
     root = Path(root)
     if not root.is_dir():
@@ -60,7 +63,7 @@ def discover(root: Path) -> dict[str, dict[str, Path]]:
     for ds_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         runs = {}
         for path in sorted(ds_dir.iterdir()):
-            if _is_run(path):
+            if _is_run(path) and os.path.realpath(path) not in skipped:
                 system = run_name(path)
                 if system in runs:
                     raise RankkError(f"{path}: system {show(system)} appears twice in {ds_dir} "
@@ -91,6 +94,34 @@ def parse_qrels_specs(specs: Sequence[str], datasets: Sequence[str], root: Path)
                                  f"{Path(root) / ds / 'qrels.txt'}")
             out[ds] = str(local[0])
     return out
+
+
+def parse_exclude_specs(specs: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """``--exclude FILE`` (every dataset) and ``--exclude DATASET=FILE`` (one dataset): the files for every
+    dataset, and the per-dataset ones. ``NAME=...`` is a dataset form unless the whole spec is a file."""
+    every: list[str] = []
+    per: dict[str, str] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if sep and name and value and not Path(spec).exists():
+            if name in per:
+                raise RankkError(f"--exclude: expected one exclusion file per dataset, found two for {name!r}")
+            per[name] = value
+        else:
+            every.append(spec)
+    if len(every) > 1:
+        raise RankkError(f"--exclude: expected one exclusion file for all datasets (or DATASET=FILE), found "
+                         f"{len(every)}: {', '.join(every)}")
+    return every, per
+
+
+def exclusion_files(specs: Sequence[str], datasets: Sequence[str], root: Path) -> dict[str, str]:
+    """``{dataset: exclusion file}`` from the --exclude specs (a dataset may have none)."""
+    every, per = parse_exclude_specs(specs)
+    for name in per:
+        if name not in datasets:
+            raise RankkError(f"--exclude: no dataset {name!r} in {root} (datasets: {', '.join(datasets)})")
+    return {ds: per.get(ds, every[0] if every else None) for ds in datasets if ds in per or every}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -237,6 +268,7 @@ class Report:
     correction: str = "holm"
     test: str = "t"
     queries: dict = field(default_factory=dict)  # dataset -> number of queries averaged
+    excluded: dict = field(default_factory=dict)  # dataset -> {system: (qid, docid) pairs --exclude dropped}
 
     def best(self, ds: str, m: str) -> float | None:
         vals = [v for (s, d, mm), v in self.values.items() if d == ds and mm == m and not math.isnan(v)]
@@ -316,14 +348,17 @@ class Report:
                 "baseline": self.baseline,
                 "values": {f"{s}|{d}|{m}": v for (s, d, m), v in self.values.items()},
                 "pvalues": {f"{s}|{d}|{m}": p for (s, d, m), p in self.pvalues.items()},
-                "cost": self.cost, "notes": self.notes}
+                "cost": self.cost, "notes": self.notes, "excluded": self.excluded}
 
 
 def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence[str] = ("nDCG@10",),
                  baseline: str | None = None, alpha: float = 0.05, correction: str = "holm",
-                 no_cache: bool = False, test: str = "t") -> Report:
+                 no_cache: bool = False, test: str = "t", exclude: Sequence[str] = ()) -> Report:
+    """``exclude``: ``FILE`` (every dataset) or ``DATASET=FILE`` specs (``rankk_cli.exclude``): those (qid, docid)
+    pairs are dropped from every run of the dataset before scoring, and the counts noted under the table."""
     from rankk_cli.compare import correct, paired_test
     from rankk_cli.evaluate import QrelsSource, evaluate_path, parse_measures
+    from rankk_cli.exclude import load_exclusions
 
     if correction not in ("holm", "bonferroni", "none"):
         raise RankkError(f"--correction: expected holm, bonferroni or none, found {correction!r}")
@@ -332,9 +367,12 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
     if not 0 < alpha < 1:
         raise RankkError(f"--alpha: expected a level between 0 and 1, found {alpha}")
     root = Path(root)
-    found = discover(root)
+    every, per = parse_exclude_specs(exclude)
+    found = discover(root, skip=[Path(p) for p in [*every, *per.values()] if Path(p).exists()])
     datasets = list(found)
     qrels = parse_qrels_specs(qrels_specs, datasets, root)
+    excl_files = exclusion_files(exclude, datasets, root)
+    exclusions = {ds: load_exclusions(f) for ds, f in excl_files.items()}  # all read (and checked) up front
     parsed = parse_measures(list(measures))
     names = [str(m) for m in parsed]
     systems = sorted({s for runs in found.values() for s in runs})
@@ -350,7 +388,13 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
 
     for ds, runs in found.items():
         source = QrelsSource(qrels[ds])
-        results = {s: evaluate_path(p, source, parsed, no_cache=no_cache, name=s) for s, p in runs.items()}
+        excl = exclusions.get(ds)
+        results = {s: evaluate_path(p, source, parsed, no_cache=no_cache, name=s, exclusions=excl)
+                   for s, p in runs.items()}
+        if excl is not None:
+            rep.excluded[ds] = {s: results[s].excluded for s in systems if s in results}
+            rep.notes.append(f"{ds}: excluded (qid, docid) pairs dropped before scoring ({excl.source}, "
+                             f"{len(excl)} listed): " + ", ".join(f"{s} {n}" for s, n in rep.excluded[ds].items()))
         any_result = next(iter(results.values()))
         rep.queries[ds] = len(any_result.qids)
         for s, res in results.items():
@@ -466,13 +510,18 @@ def render_plot(rep: Report) -> bytes:
 def report_command(root: Path, qrels: Sequence[str] = (), measures: Sequence[str] = ("nDCG@10",),
                    baseline: str | None = None, alpha: float = 0.05, correction: str = "holm",
                    output: Path | None = None, latex: Path | None = None, plot_path: Path | None = None,
-                   no_cache: bool = False, test: str = "t") -> Report:
+                   no_cache: bool = False, test: str = "t", exclude: Sequence[str] = ()) -> Report:
     """Every output path is checked before any work; the files are written together or not at all."""
+    from rankk_cli.outputs import check_not_input
+
     outputs = {"-o/--output": output, "--latex": latex, "--plot": plot_path}
     check_outputs(outputs)
     _check_not_an_input(outputs, Path(root))
+    every, per = parse_exclude_specs(exclude)
+    for flag, path in outputs.items():
+        check_not_input(path, flag, [*every, *per.values()])
 
-    rep = build_report(root, qrels, measures, baseline, alpha, correction, no_cache, test)
+    rep = build_report(root, qrels, measures, baseline, alpha, correction, no_cache, test, exclude)
     md = rep.to_markdown()
     items: list[tuple[Path, Callable[[Path], None]]] = []
     if output is not None:

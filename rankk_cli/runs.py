@@ -7,7 +7,10 @@ which they first appear.
 
 Formats, chosen by suffix:
 - TREC run text (``qid Q0 docid rank score tag``; any whitespace; optionally ``.gz``);
-- Parquet (``.parquet``), which also carries ``Run.meta`` (a JSON dict) in the schema metadata.
+- Parquet (``.parquet``), which also carries ``Run.meta`` (a JSON dict) in the schema metadata;
+- JSON score runs (``.json``, ``.json.gz``): one object ``{qid: {docid: score}}``, the shape of Rank1's
+  ``score.json`` and of Rank-K's ``rerank.py`` output. A JSON run has no rank column: within a query the rank is
+  the document's position in the file, so ties in score keep file order (the TREC rule: score, rank, file order).
 
 Reading validates and raises ``RankkError("FILE:LINE: ...")``; the fast path is pyarrow's CSV reader, and any
 problem it meets is re-diagnosed by a line-by-line parser so the message can name the exact line.
@@ -522,19 +525,185 @@ def read_parquet_run(path: str | Path, name: str | None = None) -> Run:
 
 
 def run_name(path: str | Path) -> str:
-    """A display name for a run file: the file name without .gz/.trec/.txt/.run/.parquet."""
+    """A display name for a run file: the file name without .gz/.json/.trec/.txt/.run/.parquet."""
     name = Path(path).name
-    for suffix in (".gz", ".trec", ".txt", ".run", ".tsv", ".parquet"):
+    for suffix in (".gz", ".json", ".trec", ".txt", ".run", ".tsv", ".parquet"):
         if name.endswith(suffix) and len(name) > len(suffix):
             name = name[: -len(suffix)]
     return name
 
 
 def read_run(path: str | Path, name: str | None = None) -> Run:
-    """Read a TREC run (plain or .gz) or a Parquet run, validated, in ranking order."""
+    """Read a TREC run (plain or .gz), a Parquet run or a JSON score run, validated, in ranking order."""
     if str(path).endswith(".parquet"):
         return read_parquet_run(path, name)
+    if is_json_run_path(path):
+        return read_json_run(path, name)
     return read_trec_run(path, name)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# JSON score runs {qid: {docid: score}}
+
+JSON_RUN_SUFFIXES = (".json", ".json.gz")
+JSON_RUN_SHAPE = "{qid: {docid: score}}"
+
+
+def is_json_run_path(path: str | Path) -> bool:
+    """A ``.json`` / ``.json.gz`` name: read and written as a JSON score run."""
+    return str(path).endswith(JSON_RUN_SUFFIXES)
+
+
+_JSON_RUN_HEAD = re.compile(rb'\s*\{\s*"(?:[^"\\]|\\.)*"\s*:\s*\{')
+
+
+def looks_like_json_run(path: str | Path) -> bool:
+    """Does the file (plain or gzipped) start like ``{"qid": {`` -- an object whose first value is an object, a
+    JSON score run -- rather than like a JSONL line ``{"qid": "1", ...}``? Reads only the first 64 KiB."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(path, "rb") as fh:
+            data = fh.read(1 << 16)
+    except (OSError, EOFError, zlib.error):
+        return False
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    return _JSON_RUN_HEAD.match(data) is not None
+
+
+class JsonPairs(list):
+    """A JSON object as its (key, value) pairs in file order: ``object_pairs_hook`` keeps repeated keys, which
+    ``dict`` would silently collapse to the last one, so they can be reported."""
+
+
+class JsonConstant:
+    """``NaN``/``Infinity``/``-Infinity`` as written (Python's json accepts them; a score may not be one)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def load_json(text: str, path: Path, expected: str):
+    """``text`` parsed keeping every object as ``JsonPairs``; invalid JSON is the FILE:LINE error."""
+    try:
+        return json.loads(text, object_pairs_hook=JsonPairs, parse_constant=JsonConstant)
+    except json.JSONDecodeError as exc:
+        raise file_error(path, exc.lineno, f"expected {expected}, found invalid JSON ({exc.msg} at column "
+                         f"{exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # an integer over Python's digit limit; nesting too deep
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else " ".join(str(exc).split()[:12])
+        raise file_error(path, None, f"expected {expected}, found JSON rankk cannot load ({reason})") from None
+
+
+def json_kind(value) -> str:
+    """What a parsed JSON value is, for 'found ...' in messages."""
+    if isinstance(value, JsonPairs):
+        return "an object"
+    if isinstance(value, list):
+        return f"a list {show(json.dumps(value, default=str))}"
+    if isinstance(value, JsonConstant):
+        return value.name
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, str):
+        return f"a string {show(value)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a number beyond float range"
+    return f"the number {show(json.dumps(value))}"
+
+
+def json_finite(value) -> float | None:
+    """A JSON number as a finite float, else None (strings, booleans, null, NaN/Infinity, 1e400 are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float range
+        return None
+    return value if math.isfinite(value) else None
+
+
+def check_json_id(value: str, what: str, path: Path, where: str = "") -> None:
+    if bad_id(value):
+        raise file_error(path, None, f"expected each {what} without spaces or control characters (a TREC run "
+                         f"cannot hold it){where}, found {show(value)}")
+
+
+_JSON_NUMBER = (int, float)  # exact types: a bool (an int subclass) is not a score
+
+
+def _json_run_frame(obj, path: Path) -> pd.DataFrame:
+    """The rows of a parsed JSON run. The per-query loop checks the structure and repeated keys (set sizes, in
+    C); scores and ids are then checked over whole columns, so a 1M-entry file costs about what json.loads does."""
+    if not isinstance(obj, JsonPairs):
+        raise file_error(path, None, f"expected a JSON run {JSON_RUN_SHAPE}, found {json_kind(obj)} at the top")
+    qids, counts, docids, values = [], [], [], []
+    seen_q: set[str] = set()
+    for qid, docs in obj:
+        if qid in seen_q:
+            raise file_error(path, None, f"expected each qid once, found qid {show(qid)} twice (a repeated key)")
+        seen_q.add(qid)
+        if not isinstance(docs, JsonPairs):
+            raise file_error(path, None, f"expected qid {show(qid)} to map to an object {{docid: score}} (a JSON "
+                             f"run is {JSON_RUN_SHAPE}), found {json_kind(docs)}")
+        keys = [d for d, _v in docs]
+        if len(set(keys)) != len(keys):
+            seen: set[str] = set()
+            docid = next(d for d in keys if d in seen or seen.add(d))
+            raise file_error(path, None, f"expected each docid once per query, found docid {show(docid)} twice "
+                             f"under qid {show(qid)} (a repeated key)")
+        check_json_id(qid, "qid", path)
+        if keys:
+            qids.append(qid)
+            counts.append(len(keys))
+            docids.extend(keys)
+            values.extend(v for _d, v in docs)
+    if not docids:
+        raise file_error(path, None, f"empty run file: expected a JSON run {JSON_RUN_SHAPE} with at least one "
+                         "score")
+    counts_arr = np.array(counts, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts_arr)[:-1]])
+
+    def where(row: int) -> str:
+        q = qids[int(np.searchsorted(starts, row, side="right")) - 1]
+        return f"qid {show(q)}, docid {show(docids[row])}"
+
+    bad = next((i for i, v in enumerate(values) if type(v) not in _JSON_NUMBER), None)
+    if bad is None:
+        try:
+            scores = np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond float range
+            bad = next(i for i, v in enumerate(values) if json_finite(v) is None)
+    if bad is None:
+        finite = np.isfinite(scores)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
+    if bad is not None:
+        value = values[bad]
+        found = "a number beyond float range" if type(value) is int else json_kind(value)
+        raise file_error(path, None, f"expected a finite number as the score of {where(bad)}, found {found}")
+    row = first_bad_id(docids)
+    if row is not None:
+        q = qids[int(np.searchsorted(starts, row, side="right")) - 1]
+        check_json_id(docids[row], "docid", path, f" (qid {show(q)})")
+    rank = np.arange(1, len(docids) + 1, dtype=np.int64) - np.repeat(starts, counts_arr)
+    return pd.DataFrame({"qid": np.repeat(np.array(qids, dtype=object), counts_arr),
+                         "docid": np.array(docids, dtype=object), "rank": rank, "score": scores})
+
+
+def read_json_run(path: str | Path, name: str | None = None) -> Run:
+    """A JSON score run ``{qid: {docid: score}}`` (plain or gzipped), validated, in ranking order: score
+    descending, ties in file order."""
+    path = Path(path)
+    text = read_text_file(path, "run file")
+    df = _json_run_frame(load_json(text, path, f"a JSON run {JSON_RUN_SHAPE}"), path)
+    del text
+    df = canonical(df, lambda: None, copy=False)  # repeats were rejected above, key by key
+    return Run(df, name or run_name(path))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -578,17 +747,21 @@ def _prepared(run: Run, as_float32: bool = True) -> pd.DataFrame:
     return df
 
 
+def _check_writable_ids(df: pd.DataFrame, path: str | Path, what: str) -> None:
+    for column in ("qid", "docid"):
+        row = first_bad_id(df[column].astype(str))
+        if row is not None:
+            raise RankkError(f"{path}: cannot write a {what}: {column} {show(str(df[column].iloc[row]))} is empty "
+                             "or holds whitespace or a control character (TREC columns are whitespace-separated); "
+                             "write .parquet instead, or fix the ids at their source")
+
+
 def write_trec_run(run: Run, path: str | Path, tag: str | None = None) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     df = _prepared(run)
-    for column in ("qid", "docid"):
-        row = first_bad_id(df[column].astype(str))
-        if row is not None:
-            raise RankkError(f"{path}: cannot write a TREC run: {column} {show(str(df[column].iloc[row]))} is empty "
-                             "or holds whitespace or a control character (TREC columns are whitespace-separated); "
-                             "write .parquet instead, or fix the ids at their source")
+    _check_writable_ids(df, path, "TREC run")
     tag = tag or run.meta.get("tag") or run.name
     tag = "_".join(str(tag).split()) or "rankk"
     table = pa.table({
@@ -631,10 +804,32 @@ def write_parquet_run(run: Run, path: str | Path) -> None:
         pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
 
 
+def write_json_run(run: Run, path: str | Path) -> None:
+    """``{qid: {docid: score}}`` in ranking order (queries in run order), gzipped for ``.json.gz``. Scores are
+    made strictly decreasing as float32, exactly as for TREC text: the seed scripts hand these files to
+    pytrec_eval, which holds scores as C floats. Ids are those a TREC run can hold (what the reader accepts)."""
+    df = _prepared(run)
+    _check_writable_ids(df, path, "JSON run")
+    out: dict[str, dict[str, float]] = {}
+    for qid, docid, score in zip(df["qid"].astype(str).tolist(), df["docid"].astype(str).tolist(),
+                                 df["score"].tolist()):
+        docs = out.get(qid)
+        if docs is None:
+            docs = out[qid] = {}
+        docs[docid] = score
+    data = json.dumps(out, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n"
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    atomic_write_bytes(path, data)
+
+
 def write_run(run: Run, path: str | Path, tag: str | None = None) -> None:
-    """Write TREC (plain/.gz) or Parquet by suffix; atomic; strictly decreasing scores."""
+    """Write TREC (plain/.gz), Parquet or a JSON score run (.json/.json.gz) by suffix; atomic; strictly
+    decreasing scores."""
     if str(path).endswith(".parquet"):
         write_parquet_run(run, path)
+    elif is_json_run_path(path):
+        write_json_run(run, path)
     else:
         write_trec_run(run, path, tag)
 

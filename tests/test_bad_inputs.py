@@ -28,7 +28,8 @@ CANDS = "".join(json.dumps({"qid": q, "docid": d, "rank": r, "score": s, "text":
 CORPUS = "".join(json.dumps({"id": d, "contents": f"text of {d}"}) + "\n" for d in ("d1", "d2", "d3", "d4"))
 
 MODULES = {"eval": "rankk_cli.evaluate", "compare": "rankk_cli.compare", "retrieve": "rankk_cli.retrieve",
-           "rerank": "rankk_cli.rerank.pipeline"}
+           "rerank": "rankk_cli.rerank.pipeline", "report": "rankk_cli.report"}
+JRUN = json.dumps({"q1": {"d1": 3.0, "d2": 2.0, "d3": 1.0}, "q2": {"d1": 5.0, "d4": 4.0}})
 
 
 def gz(text: str) -> bytes:
@@ -77,6 +78,27 @@ def case_retrieve(id, expect, topics=TOPICS, corpus=CORPUS, extra=(), topics_nam
     return Case(id, ["retrieve", "--topics", f"{{w}}/{topics_name}", "--corpus", f"{{w}}/{corpus_name}",
                      "-o", "{w}/out.trec", *extra], expect,
                 {topics_name: topics, corpus_name: corpus}, output="out.trec")
+
+
+def case_json(id, expect, bad_run, extra=()):
+    """A bad JSON score run through rankk eval."""
+    return case_eval(id, expect, bad_run=bad_run, run_name="run.json", extra=extra)
+
+
+def case_exclude(id, expect, bad, name="excluded.tsv", command="eval"):
+    """A bad --exclude file through eval, compare, report or rerank (each must refuse it before any work)."""
+    if command == "compare":
+        case = case_compare(id, expect, extra=("--exclude", f"{{w}}/{name}"))
+    elif command == "report":
+        case = Case(id, ["report", "{w}/r", "--exclude", f"{{w}}/{name}", "-o", "{w}/table.md"], expect,
+                    {"r": None, "r/ds": None, "r/ds/bm25.trec": RUN, "r/ds/qrels.txt": QRELS}, output="table.md")
+    elif command == "rerank":
+        case = case_rerank(id, expect, extra=("--exclude", f"{{w}}/{name}", "--method", "oracle", "--qrels",
+                                              "{w}/qrels.txt"), files={"qrels.txt": QRELS})
+    else:
+        case = case_eval(id, expect, extra=("--exclude", f"{{w}}/{name}"))
+    case.files[name] = bad
+    return case
 
 
 def case_rerank(id, expect, run=CANDS, topics=TOPICS, extra=(), run_name="cands.jsonl", files=None):
@@ -257,6 +279,86 @@ CASES = [
     case_rerank("rerank: top-p above 1", "--top-p: expected a number in (0, 1]", extra=("--top-p", "2")),
     case_rerank("docs: unknown ir_datasets id", "unknown ir_datasets id 'nope/nope'", run=RUN, run_name="run.trec",
                 extra=("--docs", "nope/nope")),
+    # ---- JSON score runs {qid: {docid: score}} (Rank1's score.json, Rank-K's rerank.py output)
+    case_json("json run: a list at the top", "{w}/run.json: expected a JSON run {qid: {docid: score}}, found a list",
+              '[["q1", "d1", 1.0]]'),
+    case_json("json run: qid to a list of docids", "{w}/run.json: expected qid 'q1' to map to an object",
+              '{"q1": ["d1", "d2"]}'),
+    case_json("json run: nested one level too deep", "{w}/run.json: expected a finite number as the score of qid "
+              "'q1', docid 'd1', found an object", '{"q1": {"d1": {"score": 1.0}}}'),
+    case_json("json run: score a string", "{w}/run.json: expected a finite number as the score of qid 'q2', docid "
+              "'d4', found a string '0.5'", '{"q1": {"d1": 1}, "q2": {"d4": "0.5"}}'),
+    case_json("json run: NaN score", "{w}/run.json: expected a finite number as the score of qid 'q1', docid 'd2', "
+              "found NaN", '{"q1": {"d1": 1, "d2": NaN}}'),
+    case_json("json run: Infinity score", "found Infinity", '{"q1": {"d1": Infinity}}'),
+    case_json("json run: score beyond float range", "found a number beyond float range", '{"q1": {"d1": 1e999}}'),
+    case_json("json run: boolean score", "found true", '{"q1": {"d1": true}}'),
+    case_json("json run: repeated qid", "{w}/run.json: expected each qid once, found qid 'q1' twice",
+              '{"q1": {"d1": 1}, "q1": {"d2": 2}}'),
+    case_json("json run: repeated docid", "{w}/run.json: expected each docid once per query, found docid 'd1' "
+              "twice under qid 'q1'", '{"q1": {"d1": 1, "d1": 2}}'),
+    case_json("json run: empty object", "{w}/run.json: empty run file", "{}"),
+    case_json("json run: empty file", "{w}/run.json: empty run file", ""),
+    case_json("json run: invalid JSON names the line", "{w}/run.json:3: expected a JSON run", '{\n"q1": {"d1": 1},\n'
+              '"q2": {"d1": }\n}'),
+    case_json("json run: docid with a space", "{w}/run.json: expected each docid without spaces",
+              '{"q1": {"d 1": 1}}'),
+    case_eval("json run: corrupt gzip", "{w}/run.json.gz: corrupt gzip data", bad_run=corrupt_gz(JRUN),
+              run_name="run.json.gz"),
+    Case("compare: bad JSON run", ["compare", "{w}/base.json", "{w}/other.json", "--qrels", "{w}/qrels.txt",
+                                   "--plot", "{w}/deltas.png"], "{w}/other.json: expected qid 'q1' to map to an object",
+         {"base.json": JRUN, "other.json": '{"q1": [1]}', "qrels.txt": QRELS}, output="deltas.png"),
+    Case("report: bad JSON run", ["report", "{w}/r", "-o", "{w}/table.md"],
+         "{w}/r/ds/rankk.json: expected each docid once per query",
+         {"r": None, "r/ds": None, "r/ds/bm25.json": JRUN, "r/ds/rankk.json": '{"q1": {"d1": 1, "d1": 1}}',
+          "r/ds/qrels.txt": QRELS}, output="table.md"),
+    case_rerank("rerank: bad JSON run", "{w}/run.json: expected a finite number as the score of qid 'q1'",
+                run='{"q1": {"d1": "high"}}', run_name="run.json", extra=("--docs", "{w}/corpus.jsonl"),
+                files={"corpus.jsonl": CORPUS}),
+    case_rerank("rerank: a JSON run as --docs", "{w}/run.json: expected a document source (corpus or candidates "
+                "file with text), found a JSON score run", run=JRUN, run_name="run.json",
+                extra=("--docs", "{w}/run.json")),
+    case_rerank("rerank: -o is the JSON input run", "-o/--output {w}/run.json: expected a new output path",
+                run=JRUN, run_name="run.json", extra=("--docs", "{w}/corpus.jsonl", "-o", "{w}/run.json"),
+                files={"corpus.jsonl": CORPUS}),
+    # ---- --exclude FILE (TSV qid<TAB>docid, JSON {qid: [docid, ...]}, BRIGHT's examples as JSONL)
+    case_exclude("exclude: TSV line without a tab", "{w}/excluded.tsv:2: expected 'qid<TAB>docid', found no tab",
+                 "q1\td1\nq1 d2\n"),
+    case_exclude("exclude: TSV three columns", "{w}/excluded.tsv:1: expected 2 columns 'qid<TAB>docid'",
+                 "q1\td1\textra\n"),
+    case_exclude("exclude: TSV no docid", "{w}/excluded.tsv:1: expected a docid after the tab", "q1\t \n"),
+    case_exclude("exclude: JSON list at the top", "{w}/excluded.json: expected {qid: [docid, ...]} JSON",
+                 '["q1", "d1"]', name="excluded.json"),
+    case_exclude("exclude: JSON docids not a list", "{w}/excluded.json: expected qid 'q1' to map to a list of docids, "
+                 "found a string", '{"q1": "d1"}', name="excluded.json"),
+    case_exclude("exclude: JSON docid a number with a fraction", "expected each docid to be a string (qid 'q1'), "
+                 "found the number '1.5'", '{"q1": [1.5]}', name="excluded.json"),
+    case_exclude("exclude: JSON repeated qid", "{w}/excluded.json: expected each qid once, found qid 'q1' twice",
+                 '{"q1": ["d1"], "q1": ["d2"]}', name="excluded.json"),
+    case_exclude("exclude: invalid JSON", "{w}/excluded.json:1: expected {qid: [docid, ...]} JSON",
+                 '{"q1": [d1]}', name="excluded.json"),
+    case_exclude("exclude: JSONL without excluded_ids", "{w}/examples.jsonl:2: expected an 'excluded_ids' field",
+                 '{"id": "q1", "excluded_ids": ["d1"]}\n{"id": "q2", "gold_ids": []}\n', name="examples.jsonl"),
+    case_exclude("exclude: JSONL repeated id", "{w}/examples.jsonl:3: expected each id once, found id 'q1' again",
+                 '{"id": "q1", "excluded_ids": []}\n\n{"id": "q1", "excluded_ids": ["d2"]}\n', name="examples.jsonl"),
+    case_exclude("exclude: binary", "{w}/excluded.tsv:1: expected a text exclusion file, found binary", b"\x00\x01"),
+    Case("exclude: missing file", ["eval", "{w}/run.trec", "--qrels", "{w}/qrels.txt", "--exclude", "{w}/nope.tsv"],
+         "{w}/nope.tsv: no such exclusion file", {"run.trec": RUN, "qrels.txt": QRELS}),
+    case_exclude("exclude: bad file in compare", "{w}/excluded.tsv:1: expected 'qid<TAB>docid'", "q1 d1\n",
+                 command="compare"),
+    case_exclude("exclude: bad file in report", "{w}/excluded.tsv:1: expected 'qid<TAB>docid'", "q1 d1\n",
+                 command="report"),
+    case_exclude("exclude: bad file in rerank", "{w}/excluded.tsv:1: expected 'qid<TAB>docid'", "q1 d1\n",
+                 command="rerank"),
+    case_exclude("exclude: everything excluded in rerank", "--exclude {w}/excluded.tsv: expected documents left to "
+                 "rerank", "q1\td1\nq1\td2\nq2\td1\nq2\td4\n", command="rerank"),
+    Case("report: --exclude for an unknown dataset", ["report", "{w}/r", "--exclude", "nope={w}/excluded.tsv"],
+         "--exclude: no dataset 'nope'", {"r": None, "r/ds": None, "r/ds/bm25.trec": RUN, "r/ds/qrels.txt": QRELS,
+                                          "excluded.tsv": "q1\td1\n"}),
+    Case("report: -o is the exclusion file", ["report", "{w}/r", "--exclude", "{w}/excluded.tsv", "-o",
+                                              "{w}/excluded.tsv"],
+         "-o/--output {w}/excluded.tsv: expected a new output path, found one of the inputs",
+         {"r": None, "r/ds": None, "r/ds/bm25.trec": RUN, "r/ds/qrels.txt": QRELS, "excluded.tsv": "q1\td1\n"}),
 ]
 
 

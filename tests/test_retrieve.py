@@ -179,6 +179,14 @@ def test_adi_end_to_end_cache_and_no_cache(rankk, data, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "reused cached result" in again.stderr
     assert out.read_bytes() == first_bytes
+    # -o run.json: the same hits as a JSON score run {qid: {docid: score}} (Rank1's score.json shape)
+    js = tmp_path / "adi.json"
+    as_json = rankk("retrieve", "--corpus", corpus, "--topics", topics, "-o", js, "--k", 50,
+                    env=_poisoned_java(tmp_path))
+    assert as_json.returncode == 0, as_json.stderr
+    written = json.loads(js.read_text())
+    assert [(q, d, s) for q, docs in written.items() for d, s in docs.items()] == \
+        [(p[0], p[2], float(p[4])) for p in (ln.split() for ln in lines)]
 
     # --no-cache really recomputes: with Java poisoned it cannot, and says so in one line
     forced_bad = rankk("retrieve", "--corpus", corpus, "--topics", topics, "-o", tmp_path / "x.trec", "--k", 50,

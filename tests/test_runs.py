@@ -49,7 +49,7 @@ def sample_run(n_queries: int = 4, depth: int = 50, seed: int = 0) -> Run:
 # round trips
 
 
-@pytest.mark.parametrize("suffix", [".trec", ".trec.gz", ".parquet"])
+@pytest.mark.parametrize("suffix", [".trec", ".trec.gz", ".parquet", ".json", ".json.gz"])
 def test_round_trip_is_bit_identical(tmp_path, suffix):
     run = sample_run()
     path = tmp_path / f"run{suffix}"
@@ -63,7 +63,7 @@ def test_round_trip_is_bit_identical(tmp_path, suffix):
     if suffix == ".parquet":  # lossless: bit for bit (compare the IEEE-754 words, not a tolerance)
         assert np.array_equal(got_s.view(np.int64), want_s.view(np.int64))
     else:
-        # TREC text is read by trec_eval as float32: scores that collide there (5e-324, 0.0, -0.0, +-1e-300 all
+        # TREC text (and JSON, which pytrec_eval reads the same way) is read by trec_eval as float32: scores that collide there (5e-324, 0.0, -0.0, +-1e-300 all
         # round to 0) are stepped apart; every score distinct from its neighbours in float32 is bit for bit
         with np.errstate(over="ignore"):
             f32 = want_s.astype(np.float32)

@@ -81,20 +81,43 @@ def validate(depth: int, window: int, stride: int, passes: int, truncate: int | 
         raise RankkError(f"--max-tokens: expected an integer >= 1, found {max_tokens}")
 
 
-def load_inputs(run_path: str | Path, docs: str | None, topics: str | None, depth: int
+def is_candidates_input(run_path: Path) -> bool:
+    """A candidates file (a run with text) rather than a run: ``.jsonl``; a ``.json``/``.json.gz`` or Parquet
+    file only when its content is one (a ``.json`` is otherwise a JSON score run ``{qid: {docid: score}}``)."""
+    from rankk_cli import docs as docs_mod
+    from rankk_cli.runs import is_json_run_path, looks_like_json_run
+
+    name = str(run_path)
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        return True
+    if is_json_run_path(name):
+        return run_path.is_file() and not looks_like_json_run(run_path) and docs_mod.is_candidates_file(run_path)
+    if name.endswith(".parquet"):
+        return run_path.is_file() and docs_mod.is_candidates_file(run_path)
+    return False
+
+
+def load_inputs(run_path: str | Path, docs: str | None, topics: str | None, depth: int, exclusions=None
                 ) -> tuple[Run, dict[str, str], dict[str, str]]:
-    """(run, {docid: text} for the top ``depth`` of every query, {qid: query text})."""
+    """(run, {docid: text} for the top ``depth`` of every query, {qid: query text}). ``exclusions``
+    (``rankk_cli.exclude.Exclusions``): pairs dropped from the run first, so the top ``depth`` and every window
+    hold only allowed documents; the run's ``meta["excluded"]`` then says how many were dropped."""
     from rankk_cli import docs as docs_mod
     from rankk_cli.runs import read_run
     from rankk_cli.sources import load_topics
 
     run_path = Path(run_path)
     texts: dict[str, str] = {}
-    if str(run_path).endswith((".jsonl", ".jsonl.gz", ".json")) or (
-            str(run_path).endswith(".parquet") and run_path.exists() and docs_mod.is_candidates_file(run_path)):
+    if is_candidates_input(run_path):
         run, texts = docs_mod.read_candidates(run_path)
     else:
         run = read_run(run_path)
+    if exclusions is not None:
+        run, dropped = exclusions.apply(run)
+        if not len(run.df):
+            raise RankkError(f"--exclude {exclusions.source}: expected documents left to rerank, found every "
+                             f"(qid, docid) pair of {run_path} excluded")
+        run.meta["excluded"] = {"pairs": dropped.pairs, "queries": dropped.queries}
     if topics is None:
         raise RankkError("--topics: expected a topics file or ir_datasets id (runs carry no query text), found none")
     queries = load_topics(topics)
@@ -316,7 +339,8 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
                    base_urls: tuple[str, ...] = (), windows_out: Path | None = None, dry_run: bool = False,
                    fmt: str = "table", no_cache: bool = False, engine_obj: Engine | None = None,
                    progress: bool = True, qrels: str | None = None, method_opts: tuple[str, ...] = (),
-                   timeout: float = 600.0, max_retries: int = 4, concurrency: int = 32) -> dict:
+                   timeout: float = 600.0, max_retries: int = 4, concurrency: int = 32,
+                   exclude: Path | None = None) -> dict:
     """``rankk rerank``: validate, load, rerank (or print requests in a dry run), write, summarise."""
     from rankk_cli.rerank.methods import METHODS
     from rankk_cli.rerank.methods.base import method_options
@@ -339,7 +363,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         check_outputs(Path(output), windows_path)
         from rankk_cli.outputs import check_not_input
 
-        inputs = [run, docs, topics, qrels]
+        inputs = [run, docs, topics, qrels, exclude]
         check_not_input(output, "-o/--output", inputs)
         check_not_input(windows_path, "--windows", inputs)
     method_cls = METHODS.get(method)
@@ -356,7 +380,11 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
     if needs_engine and engine_obj is None:
         # the method owns its default/aliased model (embed: omitted or "minilm" -> packaged MiniLM); None -> error
         model = method_cls.resolve_model(model)
-    run_table, texts, queries = load_inputs(run, docs, topics, depth)
+    from rankk_cli.exclude import describe, load_exclusions
+
+    exclusions = load_exclusions(exclude)
+    run_table, texts, queries = load_inputs(run, docs, topics, depth, exclusions)
+    excluded = run_table.meta.pop("excluded", None)
     config = RerankConfig(depth=depth, window=window, stride=stride, passes=passes, truncate=truncate,
                           force_max_tokens=force_max_tokens)
     method_cls(config, **opts)  # option values are checked before any model loads
@@ -379,6 +407,8 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         outcome = rerank(run_table, texts, queries, method, None, config, dry_run=emit, progress=False,
                          key_parts=(engine, model, sampling), truncate_fn=truncate_fn, method_options=opts)
         sys.stdout.flush()
+        if excluded is not None:
+            outcome.summary["excluded"] = excluded
         return outcome.summary
 
     try:
@@ -393,6 +423,12 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
     except KeyboardInterrupt:  # while the model loads (interrupts during the run are handled inside)
         sys.stderr.write("rankk rerank: interrupted while starting the engine; no output written.\n")
         raise SystemExit(130) from None
+    if excluded is not None:
+        summary["excluded"] = excluded
+        from rankk_cli.exclude import Dropped
+
+        sys.stderr.write(f"rankk rerank: {describe(Dropped(excluded['pairs'], excluded['queries']), exclusions)} "
+                         "before reranking\n")
     _render_summary(summary)  # outcome counts always on stderr
     if fmt == "json":
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
