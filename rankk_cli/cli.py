@@ -25,6 +25,7 @@ app = typer.Typer(
 )
 
 FORMATS_EVAL = ("table", "tsv", "json")
+FORMATS_EVAL_ONLY = FORMATS_EVAL + ("trec",)  # trec_eval's own layout: rankk eval only
 
 
 def _choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
@@ -123,18 +124,28 @@ def rerank(
 def eval_(
     runs: List[Path] = typer.Argument(..., help="Run files (TREC text, .gz or .parquet)."),
     qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file or an ir_datasets id."),
-    measures: List[str] = typer.Option(["nDCG@10"], "-m", "--measure", help="ir-measures measure, repeatable."),
+    measures: Optional[List[str]] = typer.Option(None, "-m", "--measure", help="ir-measures measure (nDCG@10) or "
+                                                 "trec_eval name (ndcg_cut.10, map, P.10), repeatable "
+                                                 "(default nDCG@10, or the --expect file's measures)."),
     per_query: bool = typer.Option(False, "--per-query", help="Also report each query's value."),
     run_queries_only: bool = typer.Option(False, "--run-queries-only",
                                           help="Average over the run's queries only (default: trec_eval -c)."),
-    fmt: str = typer.Option("table", "--format", help="table | tsv | json"),
+    fmt: str = typer.Option("table", "--format", help="table | tsv | json | trec (trec_eval's layout: measure, "
+                            "qid, value; per query with --per-query)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even if a cached result exists."),
+    expect: Optional[Path] = typer.Option(None, "--expect", help="Pinned values (what --format json or tsv printed "
+                                          "before): exit 1 with one line per value that differs."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Largest |found - pinned| accepted by "
+                                              "--expect (default 1e-4)."),
 ):
     """Score runs against qrels with any ir-measures measure (trec_eval -c semantics by default)."""
     from rankk_cli.evaluate import eval_command
 
-    eval_command(runs=runs, qrels=qrels, measures=measures, per_query=per_query,
-                 run_queries_only=run_queries_only, fmt=_choice(fmt, FORMATS_EVAL, "--format"), no_cache=no_cache)
+    code = eval_command(runs=runs, qrels=qrels, measures=measures, per_query=per_query,
+                        run_queries_only=run_queries_only, fmt=_choice(fmt, FORMATS_EVAL_ONLY, "--format"),
+                        no_cache=no_cache, expect=expect, tolerance=tolerance)
+    if code:
+        raise typer.Exit(code)
 
 
 # ----------------------------------------------------------------------------------------------------------
