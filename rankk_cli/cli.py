@@ -154,13 +154,15 @@ def eval_(
 
 @app.command()
 def compare(
-    baseline: Path = typer.Argument(..., help="Baseline run."),
+    baseline: Path = typer.Argument(..., help="Baseline run (with --all-pairs: the first run)."),
     runs: List[Path] = typer.Argument(..., help="Runs compared against the baseline."),
     qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file or an ir_datasets id."),
     measures: List[str] = typer.Option(["nDCG@10"], "-m", "--measure", help="ir-measures measure, repeatable."),
     test: str = typer.Option("t", "--test", help="t | permutation | wilcoxon (paired)."),
-    correction: str = typer.Option("holm", "--correction", help="holm | bonferroni | none: applied over the "
-                                   "family of all (run, measure) comparisons in this call."),
+    correction: str = typer.Option("holm", "--correction", help="holm | bonferroni | bh (Benjamini-Hochberg) | "
+                                   "none: applied over the family of all (run, measure) comparisons in this call."),
+    all_pairs: bool = typer.Option(False, "--all-pairs", help="Compare every run with every other (letters a, b, "
+                                   "...: a mean carries the letters of the runs it is significantly better than)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the marker."),
     permutations: int = typer.Option(10000, "--permutations", help="Resamples for --test permutation."),
     seed: int = typer.Option(42, "--seed", help="Seed for --test permutation."),
@@ -176,9 +178,9 @@ def compare(
 
     compare_command(baseline=baseline, runs=runs, qrels=qrels, measures=measures,
                     test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"),
-                    correction=_choice(correction, ("holm", "bonferroni", "none"), "--correction"),
+                    correction=_choice(correction, ("holm", "bonferroni", "bh", "none"), "--correction"),
                     alpha=alpha, permutations=permutations, seed=seed, plot=plot,
-                    fmt=_choice(fmt, FORMATS_EVAL + ("latex",), "--format"))
+                    fmt=_choice(fmt, FORMATS_EVAL + ("latex",), "--format"), all_pairs=all_pairs)
 
 
 # ----------------------------------------------------------------------------------------------------------
