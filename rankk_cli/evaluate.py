@@ -239,21 +239,32 @@ def load_qrels(spec: str) -> Qrels:
     from rankk_cli import sources
 
     path = Path(spec)
+    if not path.exists():  # a pyserini name (dl19-passage) whose file is here reads through the fast path too
+        from rankk_cli.pyserini_names import local_file
+
+        path = local_file(spec, "qrels") or path
     df = _read_qrels_fast(path) if path.is_file() else None
     if df is None:
-        df = sources.load_qrels(spec)
+        df = sources.load_qrels(path if path.is_file() else spec)
     if len(df) == 0:
         raise RankkError(f"{spec}: expected at least one judgement, found none")
     return Qrels(df.reset_index(drop=True), str(spec))
 
 
 def qrels_identity(spec: str) -> str:
-    """What identifies the qrels in cache keys: the file's digest, or the ir_datasets id."""
+    """What identifies the qrels in cache keys: the file's digest, or the ir_datasets id (a pyserini name: the
+    digest of its file here, else its ir_datasets id)."""
     from rankk_cli.cache import file_digest
 
     path = Path(spec)
     if path.is_file():
         return "sha256:" + file_digest(path)
+    if not path.exists():
+        from rankk_cli.pyserini_names import identity
+
+        named = identity(str(spec), "qrels")
+        if named is not None:
+            return named
     return "id:" + str(spec)
 
 

@@ -149,6 +149,8 @@ CASES = [
          ["eval", "{w}/run.trec", "--qrels", "msmarco-passage/trec-dl-2019/judged"],
          "ir_datasets id 'msmarco-passage/trec-dl-2019/judged': could not load its qrels: the download failed",
          {"run.trec": RUN}),
+    Case("qrels: pyserini name found nowhere", ["eval", "{w}/run.trec", "--qrels", "beir-v1.0.0-signal1m-test"],
+         "pyserini qrels name 'beir-v1.0.0-signal1m-test': expected ", {"run.trec": RUN}),
     # ---- eval flags
     case_eval("flag: bad measure", "-m 'nDCG@ten'", extra=("-m", "nDCG@ten")),
     case_eval("flag: bad --format", "--format: expected one of table, tsv, json, trec, found 'xml'",
