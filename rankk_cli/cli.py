@@ -40,7 +40,8 @@ def _choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
 
 @app.command()
 def retrieve(
-    topics: str = typer.Option(..., "--topics", help="Topics: TSV 'qid<TAB>text' file or an ir_datasets id."),
+    topics: str = typer.Option(..., "--topics", help="Topics: TSV 'qid<TAB>text' file, pyserini name "
+                               "(dl19-passage) or ir_datasets id."),
     output: Path = typer.Option(..., "-o", "--output", help="Output run (.trec, .trec.gz or .parquet)."),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="JSONL corpus {id, contents}: indexed once, cached."),
     index: Optional[str] = typer.Option(None, "--index", help="Lucene index directory or pyserini prebuilt name."),
@@ -123,7 +124,8 @@ def rerank(
 @app.command(name="eval")
 def eval_(
     runs: List[Path] = typer.Argument(..., help="Run files (TREC text, .gz or .parquet)."),
-    qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file or an ir_datasets id."),
+    qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file, pyserini name (dl19-passage) or "
+                              "ir_datasets id."),
     measures: Optional[List[str]] = typer.Option(None, "-m", "--measure", help="ir-measures measure (nDCG@10) or "
                                                  "trec_eval name (ndcg_cut.10, map, P.10), repeatable "
                                                  "(default nDCG@10, or the --expect file's measures)."),
@@ -156,7 +158,8 @@ def eval_(
 def compare(
     baseline: Path = typer.Argument(..., help="Baseline run (with --all-pairs: the first run)."),
     runs: List[Path] = typer.Argument(..., help="Runs compared against the baseline."),
-    qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file or an ir_datasets id."),
+    qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file, pyserini name (dl19-passage) or "
+                              "ir_datasets id."),
     measures: List[str] = typer.Option(["nDCG@10"], "-m", "--measure", help="ir-measures measure, repeatable."),
     test: str = typer.Option("t", "--test", help="t | permutation | wilcoxon (paired)."),
     correction: str = typer.Option("holm", "--correction", help="holm | bonferroni | bh (Benjamini-Hochberg) | "

@@ -138,3 +138,19 @@ def test_a_name_found_nowhere_is_one_line_saying_where_it_would_come_from(nowher
     [line] = proc.stderr.splitlines()
     assert "ir_datasets id 'msmarco-passage/dev/small'" in line and "qrels.msmarco-passage.dev-subset.txt" in line
     assert "Traceback" not in proc.stderr
+
+
+def test_cache_keys_of_a_name_are_its_files_digest(data, nowhere):
+    from rankk_cli.evaluate import qrels_identity
+    from rankk_cli.retrieve import _topics_identity
+
+    nowhere.mkdir(parents=True)
+    dl19 = data / "trec-dl" / "dl19"
+    # not on this machine: the ir_datasets id it would be read from (no download to compute a key)
+    assert qrels_identity("dl19-passage") == "id:msmarco-passage/trec-dl-2019/judged"
+    (nowhere / "topics.dl19-passage.txt").write_bytes((dl19 / "topics.tsv").read_bytes())
+    (nowhere / "qrels.dl19-passage.txt").write_bytes((dl19 / "qrels.txt").read_bytes())
+    assert qrels_identity("dl19-passage") == qrels_identity(str(dl19 / "qrels.txt"))
+    assert _topics_identity("dl19-passage") == _topics_identity(str(dl19 / "topics.tsv"))
+    (nowhere / "qrels.dl19-passage.txt").write_text("1 0 d1 1\n")  # another file, another key
+    assert qrels_identity("dl19-passage") != qrels_identity(str(dl19 / "qrels.txt"))
