@@ -29,6 +29,7 @@ app = typer.Typer(
 FORMATS_EVAL = ("table", "tsv", "json")
 EXCLUDE_HELP = ("(qid, docid) pairs dropped from every run before scoring (BRIGHT's excluded_ids): JSON "
                 "{qid: [docid, ...]}, BRIGHT's examples as JSONL, or 'qid<TAB>docid' lines.")
+FORMATS_EVAL_ONLY = FORMATS_EVAL + ("trec",)  # trec_eval's own layout: rankk eval only
 
 
 def _choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
@@ -43,7 +44,8 @@ def _choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
 
 @app.command()
 def retrieve(
-    topics: str = typer.Option(..., "--topics", help="Topics: TSV 'qid<TAB>text' file or an ir_datasets id."),
+    topics: str = typer.Option(..., "--topics", help="Topics: TSV 'qid<TAB>text' file, pyserini name "
+                               "(dl19-passage) or ir_datasets id."),
     output: Path = typer.Option(..., "-o", "--output", help="Output run (.trec, .trec.gz or .parquet)."),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="JSONL corpus {id, contents}: indexed once, cached."),
     index: Optional[str] = typer.Option(None, "--index", help="Lucene index directory or pyserini prebuilt name."),
@@ -133,21 +135,31 @@ def rerank(
 def eval_(
     runs: List[Path] = typer.Argument(..., help="Run files (TREC text, .gz, .parquet, or JSON {qid: {docid: "
                                       "score}} as .json/.json.gz)."),
-    qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file or an ir_datasets id."),
-    measures: List[str] = typer.Option(["nDCG@10"], "-m", "--measure", help="ir-measures measure, repeatable."),
+    qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file, pyserini name (dl19-passage) or "
+                              "ir_datasets id."),
+    measures: Optional[List[str]] = typer.Option(None, "-m", "--measure", help="ir-measures measure (nDCG@10) or "
+                                                 "trec_eval name (ndcg_cut.10, map, P.10), repeatable "
+                                                 "(default nDCG@10, or the --expect file's measures)."),
     per_query: bool = typer.Option(False, "--per-query", help="Also report each query's value."),
     run_queries_only: bool = typer.Option(False, "--run-queries-only",
                                           help="Average over the run's queries only (default: trec_eval -c)."),
-    fmt: str = typer.Option("table", "--format", help="table | tsv | json"),
+    fmt: str = typer.Option("table", "--format", help="table | tsv | json | trec (trec_eval's layout: measure, "
+                            "qid, value; per query with --per-query)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even if a cached result exists."),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help=EXCLUDE_HELP),
+    expect: Optional[Path] = typer.Option(None, "--expect", help="Pinned values (what --format json or tsv printed "
+                                          "before): exit 1 with one line per value that differs."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Largest |found - pinned| accepted by "
+                                              "--expect (default 1e-4)."),
 ):
     """Score runs against qrels with any ir-measures measure (trec_eval -c semantics by default)."""
     from rankk_cli.evaluate import eval_command
 
-    eval_command(runs=runs, qrels=qrels, measures=measures, per_query=per_query,
-                 run_queries_only=run_queries_only, fmt=_choice(fmt, FORMATS_EVAL, "--format"), no_cache=no_cache,
-                 exclude=exclude)
+    code = eval_command(runs=runs, qrels=qrels, measures=measures, per_query=per_query,
+                        run_queries_only=run_queries_only, fmt=_choice(fmt, FORMATS_EVAL_ONLY, "--format"),
+                        no_cache=no_cache, expect=expect, tolerance=tolerance, exclude=exclude)
+    if code:
+        raise typer.Exit(code)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -156,13 +168,16 @@ def eval_(
 
 @app.command()
 def compare(
-    baseline: Path = typer.Argument(..., help="Baseline run."),
+    baseline: Path = typer.Argument(..., help="Baseline run (with --all-pairs: the first run)."),
     runs: List[Path] = typer.Argument(..., help="Runs compared against the baseline."),
-    qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file or an ir_datasets id."),
+    qrels: str = typer.Option(..., "--qrels", help="Qrels: TREC qrels file, pyserini name (dl19-passage) or "
+                              "ir_datasets id."),
     measures: List[str] = typer.Option(["nDCG@10"], "-m", "--measure", help="ir-measures measure, repeatable."),
     test: str = typer.Option("t", "--test", help="t | permutation | wilcoxon (paired)."),
-    correction: str = typer.Option("holm", "--correction", help="holm | bonferroni | none: applied over the "
-                                   "family of all (run, measure) comparisons in this call."),
+    correction: str = typer.Option("holm", "--correction", help="holm | bonferroni | bh (Benjamini-Hochberg) | "
+                                   "none: applied over the family of all (run, measure) comparisons in this call."),
+    all_pairs: bool = typer.Option(False, "--all-pairs", help="Compare every run with every other (letters a, b, "
+                                   "...: a mean carries the letters of the runs it is significantly better than)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the marker."),
     permutations: int = typer.Option(10000, "--permutations", help="Resamples for --test permutation."),
     seed: int = typer.Option(42, "--seed", help="Seed for --test permutation."),
@@ -179,9 +194,10 @@ def compare(
 
     compare_command(baseline=baseline, runs=runs, qrels=qrels, measures=measures,
                     test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"),
-                    correction=_choice(correction, ("holm", "bonferroni", "none"), "--correction"),
+                    correction=_choice(correction, ("holm", "bonferroni", "bh", "none"), "--correction"),
                     alpha=alpha, permutations=permutations, seed=seed, plot=plot,
-                    fmt=_choice(fmt, FORMATS_EVAL + ("latex",), "--format"), exclude=exclude)
+                    fmt=_choice(fmt, FORMATS_EVAL + ("latex",), "--format"), all_pairs=all_pairs,
+                    exclude=exclude)
 
 
 # ----------------------------------------------------------------------------------------------------------

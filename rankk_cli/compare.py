@@ -1,14 +1,21 @@
-"""``rankk compare``: paired significance tests of runs against a baseline, per measure.
+"""``rankk compare``: paired significance tests of runs against a baseline (or of every pair), per measure.
 
-Per (run, measure): both means, the delta, a two-sided paired p-value (t-test, paired randomisation or Wilcoxon
-signed-rank), the p-value corrected for multiple testing over the *family of all (run, measure) comparisons*
-made in one call (Holm or Bonferroni), win/tie/loss counts over queries and a significance marker.
+Per (run, measure): both means, the delta, its effect size (Cohen's d_z: mean delta / standard deviation of the
+per-query deltas) and 95% confidence interval (Student t, n - 1 degrees of freedom: the interval of the paired
+t-test), a two-sided paired p-value (t-test, paired randomisation or Wilcoxon signed-rank), the p-value corrected
+for multiple testing over the *family of all (run, measure) comparisons* made in one call (Holm or Bonferroni:
+family-wise error; Benjamini-Hochberg: false discovery rate), win/tie/loss counts over queries and a marker.
+
+``--all-pairs`` compares every run with every other (each unordered pair once, the family is all pairs x
+measures) and labels the runs a, b, c, ...: as in ranx, a run's mean carries the letters of the runs it is
+significantly better than.
 
 Per-query values come from ``rankk_cli.evaluate`` with trec_eval ``-c`` semantics: every judged query counts, a
 query missing from a run scores 0, so all vectors are aligned on the same query list.
 
 Library use (``rankk report`` and notebooks): ``paired_test``, ``permutation_test``, ``correct``,
-``win_tie_loss``, ``compare_results`` (rows from ``EvalResult`` objects) and ``plot_deltas``.
+``effect_size``, ``mean_delta_ci``, ``win_tie_loss``, ``compare_results`` / ``compare_all_pairs`` (rows from
+``EvalResult`` objects), ``letters`` and ``plot_deltas``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,10 @@ import numpy as np
 from rankk_cli.errors import RankkError
 
 TESTS = {"t": "paired t-test", "permutation": "paired randomisation test", "wilcoxon": "Wilcoxon signed-rank test"}
-CORRECTIONS = {"holm": "Holm", "bonferroni": "Bonferroni", "none": "no"}
+CORRECTIONS = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg", "none": "no"}
+CI_LEVEL = 0.95
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_SUPERSCRIPT = dict(zip(LETTERS, "ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖ𐞥ʳˢᵗᵘᵛʷˣʸᶻ"))
 TIE_TOLERANCE = 1e-12  # per-query deltas this small count as ties (float noise between identical rankings)
 
 
@@ -92,13 +102,18 @@ def paired_test(a, b, test: str = "t", permutations: int = 10000, seed: int = 42
 
 
 def correct(pvalues, method: str = "holm") -> np.ndarray:
-    """Family-wise corrected p-values: Holm's step-down, Bonferroni, or none (capped at 1)."""
+    """Corrected p-values: Holm's step-down or Bonferroni (family-wise error), Benjamini-Hochberg (false discovery
+    rate, scipy's ``false_discovery_control``), or none; capped at 1."""
     p = np.asarray(pvalues, dtype=np.float64)
     m = len(p)
     if method == "none" or m == 0:
         return p.copy()
     if method == "bonferroni":
         return np.minimum(1.0, p * m)
+    if method == "bh":
+        from scipy.stats import false_discovery_control
+
+        return np.minimum(1.0, np.asarray(false_discovery_control(p, method="bh"), dtype=np.float64))
     if method == "holm":
         order = np.argsort(p, kind="stable")
         adjusted = np.empty(m)
@@ -118,6 +133,39 @@ def holm(pvalues) -> np.ndarray:
 def bonferroni(pvalues) -> np.ndarray:
     """Bonferroni-adjusted p-values (``correct(pvalues, "bonferroni")``)."""
     return correct(pvalues, "bonferroni")
+
+
+def _deltas(a, b) -> np.ndarray:
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    return np.zeros_like(d) if np.all(np.abs(d) <= TIE_TOLERANCE) else d
+
+
+def effect_size(a, b) -> float:
+    """Cohen's d_z of the paired deltas ``b - a``: their mean over their standard deviation (n - 1).
+
+    Defined where it can be: no difference at all -> 0.0; a constant non-zero difference -> +-inf; fewer than
+    two queries -> NaN."""
+    d = _deltas(a, b)
+    if len(d) < 2:
+        return float("nan")
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    if sd == 0.0:
+        return 0.0 if mean == 0.0 else math.copysign(math.inf, mean)
+    return mean / sd
+
+
+def mean_delta_ci(a, b, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Two-sided ``level`` confidence interval of the mean delta ``b - a`` (Student t with n - 1 degrees of
+    freedom, the interval of the paired t-test); (NaN, NaN) with fewer than two queries."""
+    d = _deltas(a, b)
+    n = len(d)
+    if n < 2:
+        return float("nan"), float("nan")
+    from scipy import stats
+
+    mean = float(d.mean())
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+    return mean - half, mean + half
 
 
 def win_tie_loss(a, b, tolerance: float = TIE_TOLERANCE) -> tuple[int, int, int]:
@@ -141,6 +189,9 @@ class ComparisonRow:
     baseline_mean: float
     mean: float
     delta: float
+    effect_size: float  # Cohen's d_z of the per-query deltas
+    ci_low: float  # 95% confidence interval of the mean delta
+    ci_high: float
     p_value: float
     p_corrected: float
     test: str
@@ -169,6 +220,36 @@ def _aligned(baseline, other, measure: str) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def _row(baseline, other, m: str, test: str, correction: str, permutations: int, seed: int) -> ComparisonRow:
+    a, b = _aligned(baseline, other, m)
+    w, t, l = win_tie_loss(a, b)
+    low, high = mean_delta_ci(a, b)
+    return ComparisonRow(
+        run=other.run, baseline=baseline.run, measure=m, n=len(a),
+        baseline_mean=float(a.mean()) if len(a) else float("nan"),
+        mean=float(b.mean()) if len(b) else float("nan"),
+        delta=float((b - a).mean()) if len(a) else float("nan"),
+        effect_size=effect_size(a, b), ci_low=low, ci_high=high,
+        p_value=paired_test(a, b, test, permutations, seed), p_corrected=float("nan"),
+        test=test, correction=correction, wins=w, ties=t, losses=l, significant=False,
+        baseline_excluded=getattr(baseline, "excluded", None), excluded=getattr(other, "excluded", None))
+
+
+def _check(test: str, correction: str) -> None:
+    if test not in TESTS:
+        raise ValueError(f"unknown test {test!r}")
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}")
+
+
+def _correct_rows(rows: list[ComparisonRow], correction: str, alpha: float) -> list[ComparisonRow]:
+    adjusted = correct([r.p_value for r in rows], correction)
+    for r, p in zip(rows, adjusted):
+        r.p_corrected = float(p)
+        r.significant = bool(p < alpha)
+    return rows
+
+
 def compare_results(baseline, others: Sequence, measures: Sequence[str] | None = None, test: str = "t",
                     correction: str = "holm", alpha: float = 0.05, permutations: int = 10000,
                     seed: int = 42) -> list[ComparisonRow]:
@@ -176,29 +257,35 @@ def compare_results(baseline, others: Sequence, measures: Sequence[str] | None =
 
     The correction runs over the whole family of (run, measure) comparisons returned.
     """
-    if test not in TESTS:
-        raise ValueError(f"unknown test {test!r}")
-    if correction not in CORRECTIONS:
-        raise ValueError(f"unknown correction {correction!r}")
+    _check(test, correction)
     measures = list(measures or baseline.measures)
-    rows = []
-    for other in others:
-        for m in measures:
-            a, b = _aligned(baseline, other, m)
-            w, t, l = win_tie_loss(a, b)
-            rows.append(ComparisonRow(
-                run=other.run, baseline=baseline.run, measure=m, n=len(a),
-                baseline_mean=float(a.mean()) if len(a) else float("nan"),
-                mean=float(b.mean()) if len(b) else float("nan"),
-                delta=float((b - a).mean()) if len(a) else float("nan"),
-                p_value=paired_test(a, b, test, permutations, seed), p_corrected=float("nan"),
-                test=test, correction=correction, wins=w, ties=t, losses=l, significant=False,
-                baseline_excluded=getattr(baseline, "excluded", None), excluded=getattr(other, "excluded", None)))
-    adjusted = correct([r.p_value for r in rows], correction)
-    for r, p in zip(rows, adjusted):
-        r.p_corrected = float(p)
-        r.significant = bool(p < alpha)
-    return rows
+    rows = [_row(baseline, other, m, test, correction, permutations, seed) for other in others for m in measures]
+    return _correct_rows(rows, correction, alpha)
+
+
+def compare_all_pairs(results: Sequence, measures: Sequence[str] | None = None, test: str = "t",
+                      correction: str = "holm", alpha: float = 0.05, permutations: int = 10000,
+                      seed: int = 42) -> list[ComparisonRow]:
+    """Rows for every unordered pair of ``results`` (the earlier one as ``baseline``) and measure; the correction
+    runs over all of them."""
+    _check(test, correction)
+    measures = list(measures or results[0].measures)
+    rows = [_row(results[i], results[j], m, test, correction, permutations, seed)
+            for i in range(len(results)) for j in range(i + 1, len(results)) for m in measures]
+    return _correct_rows(rows, correction, alpha)
+
+
+def letters(runs: Sequence[str], rows: Sequence[ComparisonRow]) -> tuple[dict, dict]:
+    """``({run: letter}, {(run, measure): letters of the runs it is significantly better than})`` for
+    all-pairs rows (ranx's superscripts)."""
+    letter = {run: LETTERS[i] for i, run in enumerate(runs)}
+    better: dict = {(run, r.measure): [] for run in runs for r in rows}
+    for r in rows:
+        if r.significant and r.delta > 0:
+            better[(r.run, r.measure)].append(letter[r.baseline])
+        elif r.significant and r.delta < 0:
+            better[(r.baseline, r.measure)].append(letter[r.run])
+    return letter, {k: "".join(sorted(v)) for k, v in better.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -208,6 +295,11 @@ def compare_results(baseline, others: Sequence, measures: Sequence[str] | None =
 def plot_deltas(baseline, others: Sequence, measures: Sequence[str], rows: Sequence[ComparisonRow],
                 path: str | Path) -> Path:
     """PNG of per-query deltas: one panel per (run, measure), sorted bars, wins green, losses red."""
+    return plot_pairs([(baseline, other) for other in others], measures, rows, path)
+
+
+def plot_pairs(pairs: Sequence, measures: Sequence[str], rows: Sequence[ComparisonRow], path: str | Path) -> Path:
+    """``plot_deltas`` for any (baseline, run) pairs: one row of panels per pair (``--all-pairs``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,10 +308,10 @@ def plot_deltas(baseline, others: Sequence, measures: Sequence[str], rows: Seque
     from rankk_cli.runs import atomic_path
 
     path = Path(path)
-    by_key = {(r.run, r.measure): r for r in rows}
-    nrows, ncols = len(others), len(measures)
+    by_key = {(r.baseline, r.run, r.measure): r for r in rows}
+    nrows, ncols = len(pairs), len(measures)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.8 * ncols, 4.0 * nrows), squeeze=False)
-    for i, other in enumerate(others):
+    for i, (baseline, other) in enumerate(pairs):
         for j, m in enumerate(measures):
             ax = axes[i][j]
             a, b = _aligned(baseline, other, m)
@@ -228,7 +320,7 @@ def plot_deltas(baseline, others: Sequence, measures: Sequence[str], rows: Seque
             x = np.arange(len(d))
             ax.bar(x, d, width=0.85, color=colours, edgecolor="none")
             ax.axhline(0.0, color="black", linewidth=0.8)
-            row = by_key.get((other.run, m))
+            row = by_key.get((baseline.run, other.run, m))
             mean = float(d.mean()) if len(d) else 0.0
             ax.axhline(mean, color="#1565c0", linestyle="--", linewidth=1.2)
             ax.annotate(f"mean Δ = {mean:+.4f}", xy=(len(d) - 1 if len(d) else 0, mean), xytext=(0, 4),
@@ -236,7 +328,7 @@ def plot_deltas(baseline, others: Sequence, measures: Sequence[str], rows: Seque
             title = f"{other.run} vs {baseline.run}: {m}"
             if row is not None:
                 corr = "" if row.correction == "none" else f", {CORRECTIONS[row.correction]}-corrected"
-                title += (f"\nwins/ties/losses {row.wins}/{row.ties}/{row.losses}, "
+                title += (f"\nwins/ties/losses {row.wins}/{row.ties}/{row.losses}, d = {row.effect_size:.2f}, "
                           f"p = {row.p_corrected:.3g}{corr}{' *' if row.significant else ''}")
             ax.set_title(title, fontsize=10)
             ax.set_xlabel(f"queries ({len(d)}), sorted by Δ")
@@ -273,6 +365,15 @@ def _latex_escape(text: str) -> str:
     return text
 
 
+TSV_COLUMNS = ["run", "baseline", "measure", "n", "baseline_mean", "mean", "delta", "effect_size", "ci_low",
+               "ci_high", "p_value", "p_corrected", "test", "correction", "wins", "ties", "losses", "significant"]
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: such a number is null there."""
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
 def _row_dict(r: ComparisonRow) -> dict:
     """The row as a dict; the excluded counts only when --exclude was given."""
     d = asdict(r)
@@ -281,65 +382,149 @@ def _row_dict(r: ComparisonRow) -> dict:
     return d
 
 
-def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None) -> None:
+def _json_row(r: ComparisonRow) -> dict:
+    return {k: _finite(v) for k, v in {**_row_dict(r), "marker": r.marker}.items()}
+
+
+def _d(value: float) -> str:
+    return "nan" if math.isnan(value) else ("inf" if value == math.inf else "-inf" if value == -math.inf
+                                            else f"{value:+.2f}")
+
+
+def _ci(r: ComparisonRow, digits: int = 4) -> str:
+    if math.isnan(r.ci_low):
+        return "nan"
+    return f"[{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}]"
+
+
+def _caption(rows: list[ComparisonRow], alpha: float, all_pairs: bool) -> str:
+    first = rows[0]
+    what = "comparisons (all pairs)" if all_pairs else "comparisons"
+    mark = "a letter: significantly better than that run" if all_pairs else "*"
+    return (f"{TESTS[first.test]}, {CORRECTIONS[first.correction]} correction over {len(rows)} {what}; {mark} at "
+            f"corrected p < {alpha:g}; d = Cohen's d_z of the per-query deltas; 95% CI of the mean delta "
+            f"(t, n - 1 df); n = {first.n} queries (trec_eval -c)")
+
+
+def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None, runs: Sequence[str] | None = None) -> None:
+    """Print the rows; ``runs`` (all the runs, in order) means all-pairs rows, labelled a, b, c, ..."""
     out = out or sys.stdout
-    excl = any(r.excluded is not None for r in rows)
+    all_pairs = runs is not None
+    letter, better = letters(runs, rows) if all_pairs else ({}, {})
+    measures = list(dict.fromkeys(r.measure for r in rows))
     if fmt == "json":
-        out.write(json.dumps([{**_row_dict(r), "marker": r.marker} for r in rows], indent=1) + "\n")
+        if not all_pairs:
+            out.write(json.dumps([_json_row(r) for r in rows], indent=1) + "\n")
+            return
+        means = {(r.baseline, r.measure): r.baseline_mean for r in rows}
+        means.update({(r.run, r.measure): r.mean for r in rows})
+        systems = [{"run": run, "letter": letter[run],
+                    "means": {m: _finite(means[(run, m)]) for m in measures},
+                    "better_than": {m: list(better[(run, m)]) for m in measures}} for run in runs]
+        pairs = [{**_json_row(r), "run_letter": letter[r.run], "baseline_letter": letter[r.baseline]} for r in rows]
+        out.write(json.dumps({"systems": systems, "pairs": pairs}, indent=1) + "\n")
         return
     if fmt == "tsv":
-        cols = ["run", "baseline", "measure", "n", "baseline_mean", "mean", "delta", "p_value", "p_corrected",
-                "test", "correction", "wins", "ties", "losses", "significant"]
-        if excl:
+        cols = TSV_COLUMNS + (["run_letter", "baseline_letter"] if all_pairs else [])
+        if any(r.excluded is not None for r in rows):
             cols += ["baseline_excluded", "excluded"]
         lines = ["\t".join(cols)]
         for r in rows:
-            d = asdict(r)
+            d = {**asdict(r), "run_letter": letter.get(r.run), "baseline_letter": letter.get(r.baseline)}
             lines.append("\t".join(f"{d[c]:.6g}" if isinstance(d[c], float) else str(d[c]) for c in cols))
         out.write("\n".join(lines) + "\n")
         return
     if not rows:
         return
     first = rows[0]
-    caption = (f"{TESTS[first.test]}, {CORRECTIONS[first.correction]} correction over {len(rows)} comparisons; "
-               f"* corrected p < {alpha:g}; n = {first.n} queries (trec_eval -c)")
-    if excl:
+    caption = _caption(rows, alpha, all_pairs)
+    if any(r.excluded is not None for r in rows):
         dropped = {first.baseline: first.baseline_excluded, **{r.run: r.excluded for r in rows}}
         caption += "; excluded (qid, docid) pairs dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items())
     if fmt == "latex":
-        measures = list(dict.fromkeys(r.measure for r in rows))
-        runs = list(dict.fromkeys(r.run for r in rows))
-        cell = {(r.run, r.measure): r for r in rows}
-        lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * len(measures) + "}", r"\toprule",
-                 "Run & " + " & ".join(_latex_escape(m) for m in measures) + r" \\", r"\midrule",
-                 _latex_escape(first.baseline) + " (baseline) & "
-                 + " & ".join(f"{cell[(runs[0], m)].baseline_mean:.4f}" for m in measures) + r" \\"]
-        for run in runs:
-            cells = []
-            for m in measures:
-                r = cell[(run, m)]
-                mark = r"$^{*}$" if r.significant else ""
-                cells.append(f"{r.mean:.4f}{mark} ({r.delta:+.4f})")
-            lines.append(_latex_escape(run) + " & " + " & ".join(cells) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}",
-                  r"\caption{" + _latex_escape(f"Mean (delta vs {first.baseline}). " + caption) + "}",
-                  r"\end{table}"]
-        out.write("\n".join(lines) + "\n")
+        out.write(_latex(rows, measures, caption, runs, letter, better) + "\n")
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"baseline: {first.baseline}", caption=caption)
-    for name, justify in (("run", "left"), ("measure", "left"), ("baseline", "right"), ("mean", "right"),
-                          ("Δ", "right"), ("p", "right"), (f"p ({first.correction})", "right"),
-                          ("W/T/L", "right"), ("sig", "center")):
+    console = Console(file=out, soft_wrap=True, width=None if getattr(out, "isatty", lambda: False)() else 240)
+    if all_pairs:
+        means = {(r.baseline, r.measure): r.baseline_mean for r in rows}
+        means.update({(r.run, r.measure): r.mean for r in rows})
+        summary = Table(title="all pairs: letters = significantly better than that run", caption=None)
+        summary.add_column("", no_wrap=True)
+        summary.add_column("run", no_wrap=True)
+        for m in measures:
+            summary.add_column(m, justify="right", no_wrap=True)
+        for run in runs:
+            summary.add_row(letter[run], run, *(f"{means[(run, m)]:.4f}"
+                                                + "".join(_SUPERSCRIPT[c] for c in better[(run, m)])
+                                                for m in measures))
+        console.print(summary)
+    table = Table(title="all pairs" if all_pairs else f"baseline: {first.baseline}", caption=caption)
+    columns = [("run", "left")] + ([("vs", "left")] if all_pairs else []) + [
+        ("measure", "left"), ("vs mean" if all_pairs else "baseline", "right"), ("mean", "right"), ("Δ", "right"),
+        ("95% CI", "right"), ("d", "right"), ("p", "right"), (f"p ({first.correction})", "right"),
+        ("W/T/L", "right"), ("sig", "center")]
+    for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=True)
     for r in rows:
         style = ("green" if r.delta > 0 else "red") if r.significant else None
-        table.add_row(r.run, r.measure, f"{r.baseline_mean:.4f}", f"{r.mean:.4f}", f"{r.delta:+.4f}", _p(r.p_value),
-                      _p(r.p_corrected), f"{r.wins}/{r.ties}/{r.losses}", r.marker, style=style)
-    console = Console(file=out, soft_wrap=True, width=None if getattr(out, "isatty", lambda: False)() else 200)
+        lead = [r.run] + ([r.baseline] if all_pairs else [])
+        table.add_row(*lead, r.measure, f"{r.baseline_mean:.4f}", f"{r.mean:.4f}", f"{r.delta:+.4f}", _ci(r),
+                      _d(r.effect_size), _p(r.p_value), _p(r.p_corrected), f"{r.wins}/{r.ties}/{r.losses}",
+                      r.marker, style=style)
     console.print(table)
+
+
+def _latex(rows, measures, caption, runs, letter, better) -> str:
+    first = rows[0]
+    cell = {(r.run, r.measure): r for r in rows}
+    head = [r"\begin{table}[t]", r"\centering"]
+    if runs is None:  # against the baseline: mean with marker, then delta, its 95% CI and d
+        lines = head + [r"\begin{tabular}{l" + "r" * len(measures) + "}", r"\toprule",
+                        "Run & " + " & ".join(_latex_escape(m) for m in measures) + r" \\", r"\midrule",
+                        _latex_escape(first.baseline) + " (baseline) & "
+                        + " & ".join(f"{next(r for r in rows if r.measure == m).baseline_mean:.4f}"
+                                     for m in measures) + r" \\"]
+        for run in dict.fromkeys(r.run for r in rows):
+            cells = []
+            for m in measures:
+                r = cell[(run, m)]
+                mark = r"$^{*}$" if r.significant else ""
+                cells.append(f"{r.mean:.4f}{mark} ({r.delta:+.4f} {_ci(r)}, $d$ = {_d(r.effect_size)})")
+            lines.append(_latex_escape(run) + " & " + " & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}",
+                  r"\caption{" + _latex_escape(f"Mean (delta vs {first.baseline}, its 95% CI, effect size d). "
+                                               + caption) + "}", r"\end{table}"]
+        return "\n".join(lines)
+    # all pairs: ranx-style table (letters of the runs each is significantly better than; best mean in bold),
+    # then every pair with its delta, 95% CI, d and corrected p
+    means = {(r.baseline, r.measure): r.baseline_mean for r in rows}
+    means.update({(r.run, r.measure): r.mean for r in rows})
+    best = {m: max(means[(run, m)] for run in runs) for m in measures}
+    lines = head + [r"\begin{tabular}{ll" + "r" * len(measures) + "}", r"\toprule",
+                    " & Run & " + " & ".join(_latex_escape(m) for m in measures) + r" \\", r"\midrule"]
+    for run in runs:
+        cells = []
+        for m in measures:
+            value = f"{means[(run, m)]:.4f}"
+            if means[(run, m)] == best[m]:
+                value = r"\textbf{" + value + "}"
+            sup = better[(run, m)]
+            cells.append(value + (r"$^{" + sup + "}$" if sup else ""))
+        lines.append(f"{letter[run]} & " + _latex_escape(run) + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\medskip", "", r"\begin{tabular}{llrrrr}", r"\toprule",
+              r"Pair & Measure & $\Delta$ & 95\% CI & $d$ & $p$ \\", r"\midrule"]
+    for r in rows:
+        lines.append(f"{letter[r.run]} vs {letter[r.baseline]} & {_latex_escape(r.measure)} & {r.delta:+.4f} & "
+                     f"{_ci(r)} & {_d(r.effect_size)} & {_p(r.p_corrected)}{r'$^{*}$' if r.significant else ''}"
+                     r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}",
+              r"\caption{" + _latex_escape("Superscripts: significantly better than the run of that letter; "
+                                           "Delta = second minus first of the pair. " + caption) + "}",
+              r"\end{table}"]
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -348,8 +533,8 @@ def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None) -> None:
 
 def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: Sequence[str], test: str = "t",
                     correction: str = "holm", alpha: float = 0.05, permutations: int = 10000, seed: int = 42,
-                    plot: Path | None = None, fmt: str = "table", exclude: Path | None = None
-                    ) -> list[ComparisonRow]:
+                    plot: Path | None = None, fmt: str = "table", all_pairs: bool = False,
+                    exclude: Path | None = None) -> list[ComparisonRow]:
     from rankk_cli.errors import check_input_file, file_error
     from rankk_cli.outputs import check_not_input
     from rankk_cli.evaluate import QrelsSource, evaluate_path, note, parse_measures, report_coverage
@@ -361,6 +546,9 @@ def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: 
         raise RankkError(f"--permutations: expected a positive number, found {permutations}")
     if not runs:
         raise RankkError("compare: expected at least one run besides the baseline, found none")
+    if all_pairs and len(runs) + 1 > len(LETTERS):
+        raise RankkError(f"--all-pairs: expected at most {len(LETTERS)} runs (one letter each), found "
+                         f"{len(runs) + 1}")
     if plot is not None and Path(plot).is_dir():
         raise file_error(plot, None, "expected a PNG file name for --plot, found a directory")
     parsed = parse_measures(measures)
@@ -388,10 +576,15 @@ def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: 
         report_coverage(result, qrels, run_queries_only=False, exclusions=exclusions)
     if not results[0].qids:
         raise RankkError(f"{qrels}: expected judged queries to compare on, found none")
-    rows = compare_results(results[0], results[1:], [str(m) for m in parsed], test, correction, alpha,
-                           permutations, seed)
+    measure_names = [str(m) for m in parsed]
+    if all_pairs:
+        rows = compare_all_pairs(results, measure_names, test, correction, alpha, permutations, seed)
+        pairs = [(results[i], results[j]) for i in range(len(results)) for j in range(i + 1, len(results))]
+    else:
+        rows = compare_results(results[0], results[1:], measure_names, test, correction, alpha, permutations, seed)
+        pairs = [(results[0], other) for other in results[1:]]
     if plot is not None:
-        plot_deltas(results[0], results[1:], [str(m) for m in parsed], rows, plot)
+        plot_pairs(pairs, measure_names, rows, plot)
         note(f"wrote {plot}")
-    render(rows, fmt, alpha)
+    render(rows, fmt, alpha, runs=names if all_pairs else None)
     return rows

@@ -67,28 +67,93 @@ def note(message: str) -> None:
 
 
 def parse_measures(specs: Sequence[str]) -> list:
-    """ir_measures Measure objects for the strings given (deduplicated, order kept); bad strings -> RankkError."""
+    """ir_measures Measure objects for the strings given (deduplicated, order kept); bad strings -> RankkError.
+
+    Each string is an ir-measures measure (``nDCG@10``, ``R(rel=2)@100``) or a trec_eval name (``ndcg_cut.10``,
+    ``map``, ``recall.100``, ``P.10``, ``recip_rank``, ``ndcg_cut.5,10``, ``P`` = trec_eval's default cutoffs,
+    nicknames such as ``official``), mapped by ir_measures' ``parse_trec_measure`` onto the same measures, so a
+    trec_eval name is computed (and cached) exactly like its ir-measures spelling."""
     import ir_measures
 
     out, seen = [], set()
     for spec in specs:
+        text = str(spec).strip()
         try:
-            measure = ir_measures.parse_measure(str(spec).strip())
-            measure.validate_params()
+            found = [ir_measures.parse_measure(text)]
+            found[0].validate_params()
         except Exception as exc:  # ir_measures raises ValueError, NameError, SyntaxError, TypeError...
-            detail = " ".join(str(exc).split()) or type(exc).__name__
-            raise RankkError(f"-m {show(str(spec))}: expected an ir-measures measure such as nDCG@10, AP, "
-                             f"R(rel=2)@100, RR@10, P@5; found an invalid one ({detail})") from None
-        cutoff = dict(measure.params).get("cutoff")
-        if cutoff is not None and (not isinstance(cutoff, int) or cutoff < 1):
-            # trec_eval aborts (SIGABRT) on a zero cutoff; a rank cutoff is a positive integer
-            raise RankkError(f"-m {show(str(spec))}: expected a cutoff of at least 1 after '@', found {cutoff!r}")
-        if str(measure) not in seen:
-            seen.add(str(measure))
-            out.append(measure)
+            found = _parse_trec_measure(text)
+            if found is None:
+                detail = " ".join(str(exc).split()) or type(exc).__name__
+                raise RankkError(f"-m {show(str(spec))}: expected an ir-measures measure such as nDCG@10, AP, "
+                                 f"R(rel=2)@100, RR@10, P@5 or a trec_eval name such as ndcg_cut.10, map, P.10; "
+                                 f"found an invalid one ({detail})") from None
+        for measure in found:
+            cutoff = dict(measure.params).get("cutoff")
+            if cutoff is not None and (not isinstance(cutoff, int) or cutoff < 1):
+                # trec_eval aborts (SIGABRT) on a zero cutoff; a rank cutoff is a positive integer
+                raise RankkError(f"-m {show(str(spec))}: expected a cutoff of at least 1, found {cutoff!r}")
+            if str(measure) not in seen:
+                seen.add(str(measure))
+                out.append(measure)
     if not out:
         raise RankkError("-m: expected at least one measure, found none")
     return out
+
+
+def _parse_trec_measure(text: str) -> list | None:
+    """The measures a trec_eval ``-m`` name stands for, or None when it is not one ir_measures maps."""
+    import contextlib
+    import io
+
+    import ir_measures
+
+    if not text or any(ch.isspace() for ch in text):
+        return None
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(said):  # nicknames print the names they skip
+            found = list(ir_measures.parse_trec_measure(text))
+        for measure in found:
+            measure.validate_params()
+    except Exception:  # ValueError for unknown / unsupported names, anything else is not a measure either
+        return None
+    if said.getvalue().strip():
+        note(f"-m {text}: {' '.join(said.getvalue().split())}")
+    return found or None
+
+
+# trec_eval's printed name of a measure: ir_measures name -> (trec_eval base name, parameter printed after '_')
+_TREC_NAMES = {"nDCG": ("ndcg", "ndcg_cut"), "AP": ("map", "map_cut"), "P": (None, "P"), "R": (None, "recall"),
+               "RR": ("recip_rank", None), "Success": (None, "success"), "Bpref": ("bpref", None),
+               "Rprec": ("Rprec", None), "NumQ": ("num_q", None), "NumRel": ("num_rel", None),
+               "NumRet": ("num_ret", None), "SetP": ("set_P", None), "SetR": ("set_recall", None),
+               "SetAP": ("set_map", None), "SetRelP": ("set_relative_P", None), "infAP": ("infAP", None)}
+_TREC_LONG = {"num_q", "num_rel", "num_ret", "num_rel_ret"}  # printed as integers by trec_eval
+
+
+def trec_name(measure) -> str:
+    """The name trec_eval prints for ``measure`` (``ndcg_cut_10``, ``map``, ``P_10``, ``recall_100``,
+    ``recip_rank``, ``num_rel_ret``, ``iprec_at_recall_0.10``); a measure trec_eval does not have (``RR@10``,
+    ``R(rel=2)@100``, ``Judged@10``) keeps its ir-measures name."""
+    params = dict(measure.params)
+    rel = params.pop("rel", 1)
+    cutoff = params.pop("cutoff", None)
+    name = measure.NAME
+    if name == "NumRet" and rel == 1 and "rel" in dict(measure.params) and not params and cutoff is None:
+        return "num_rel_ret"
+    if name == "IPrec" and set(params) == {"recall"} and rel == 1 and cutoff is None:
+        return f"iprec_at_recall_{float(params['recall']):.2f}"
+    if name == "SetF" and params.get("beta", 1.0) == 1.0 and set(params) <= {"beta"} and rel == 1 and cutoff is None:
+        return "set_F"
+    plain, cut = _TREC_NAMES.get(name, (None, None))
+    if rel != 1 or params:
+        return str(measure)
+    if cutoff is None and plain:
+        return plain
+    if cutoff is not None and cut:
+        return f"{cut}_{cutoff}"
+    return str(measure)
 
 
 def fast_supported(measure) -> bool:
@@ -177,21 +242,32 @@ def load_qrels(spec: str) -> Qrels:
     from rankk_cli import sources
 
     path = Path(spec)
+    if not path.exists():  # a pyserini name (dl19-passage) whose file is here reads through the fast path too
+        from rankk_cli.pyserini_names import local_file
+
+        path = local_file(spec, "qrels") or path
     df = _read_qrels_fast(path) if path.is_file() else None
     if df is None:
-        df = sources.load_qrels(spec)
+        df = sources.load_qrels(path if path.is_file() else spec)
     if len(df) == 0:
         raise RankkError(f"{spec}: expected at least one judgement, found none")
     return Qrels(df.reset_index(drop=True), str(spec))
 
 
 def qrels_identity(spec: str) -> str:
-    """What identifies the qrels in cache keys: the file's digest, or the ir_datasets id."""
+    """What identifies the qrels in cache keys: the file's digest, or the ir_datasets id (a pyserini name: the
+    digest of its file here, else its ir_datasets id)."""
     from rankk_cli.cache import file_digest
 
     path = Path(spec)
     if path.is_file():
         return "sha256:" + file_digest(path)
+    if not path.exists():
+        from rankk_cli.pyserini_names import identity
+
+        named = identity(str(spec), "qrels")
+        if named is not None:
+            return named
     return "id:" + str(spec)
 
 
@@ -690,12 +766,43 @@ def _fmt(value: float) -> str:
     return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
-def render(results: list[EvalResult], fmt: str, per_query: bool, out=None) -> None:
-    """The results on ``out``; with --exclude every format also says, per run, how many (qid, docid) pairs were
-    dropped (json: an ``excluded`` key on each aggregate row; tsv and table: an ``excluded`` column)."""
+def _trec_value(name: str, value: float) -> str:
+    if name in _TREC_LONG and not math.isnan(value):
+        return str(int(round(value)))
+    return f"{value:6.4f}"
+
+
+def render_trec(results: list[EvalResult], measures: list, per_query: bool, out) -> None:
+    """trec_eval's own layout: ``measure<TAB>qid<TAB>value`` with the measure padded to 22 characters and values
+    as ``%6.4f`` (counts as integers), exactly as trec_eval prints them; with ``per_query`` (trec_eval -q) each
+    query of the run that has judgements comes first (qids in byte order, as trec_eval sorts them), then the
+    ``all`` rows. Measures keep the order of ``-m``. With several runs, each run's rows follow a ``runid`` row
+    naming it (trec_eval's own runid measure)."""
+    names = [trec_name(m) for m in measures]
+    lines = []
+    for r in results:
+        if len(results) > 1:
+            lines.append(f"{'runid':<22}\tall\t{r.run}")
+        if per_query:
+            missing = set(r.missing_qids)
+            rows = {q: i for i, q in enumerate(r.qids) if q not in missing}
+            for qid in sorted(rows, key=lambda q: q.encode("utf-8")):
+                i = rows[qid]
+                lines.extend(f"{name:<22}\t{qid}\t{_trec_value(name, float(r.values[i, j]))}"
+                             for j, name in enumerate(names))
+        lines.extend(f"{name:<22}\tall\t{_trec_value(name, r.aggregates[str(m)])}" for m, name in zip(measures, names))
+    out.write("\n".join(lines) + ("\n" if lines else ""))
+
+
+def render(results: list[EvalResult], fmt: str, per_query: bool, out=None, parsed: list | None = None) -> None:
+    """The results on ``out``; with --exclude every format but trec also says, per run, how many (qid, docid)
+    pairs were dropped (json: an ``excluded`` key on each aggregate row; tsv and table: an ``excluded`` column)."""
     out = out or sys.stdout
     measures = results[0].measures if results else []
     excl = any(r.excluded is not None for r in results)
+    if fmt == "trec":
+        render_trec(results, parsed if parsed is not None else parse_measures(measures), per_query, out)
+        return
     if fmt == "json":
         rows = []
         for r in results:
@@ -754,13 +861,22 @@ def render(results: list[EvalResult], fmt: str, per_query: bool, out=None) -> No
 # the command
 
 
-def eval_command(runs: Sequence[Path], qrels: str, measures: Sequence[str], per_query: bool = False,
+def eval_command(runs: Sequence[Path], qrels: str, measures: Sequence[str] | None, per_query: bool = False,
                  run_queries_only: bool = False, fmt: str = "table", no_cache: bool = False,
-                 exclude: Path | None = None) -> list[EvalResult]:
-    parsed = parse_measures(measures)
+                 expect: Path | None = None, tolerance: float | None = None, exclude: Path | None = None) -> int:
+    """Score and print; returns the exit code: 0, or 1 when ``expect`` pins a value this call does not reproduce
+    within ``tolerance`` (``rankk_cli.expect``: one stderr line per such value)."""
+    from rankk_cli import expect as expect_mod
     from rankk_cli.errors import check_input_file
     from rankk_cli.exclude import load_exclusions
 
+    if tolerance is not None and expect is None:
+        raise RankkError("--tolerance: expected --expect FILE beside it (the tolerance is for the pinned values), "
+                         "found no --expect")
+    tolerance = expect_mod.check_tolerance(expect_mod.DEFAULT_TOLERANCE if tolerance is None else tolerance)
+    pinned = expect_mod.read_expect(expect) if expect is not None else []
+    specs = list(measures) if measures else ([] if pinned else ["nDCG@10"])
+    parsed = parse_measures(specs + [str(row.parsed) for row in pinned])
     for path in runs:  # fail fast, before any work, on a missing run
         check_input_file(path, "run file")
     exclusions = load_exclusions(exclude)
@@ -774,8 +890,17 @@ def eval_command(runs: Sequence[Path], qrels: str, measures: Sequence[str], per_
         if result.cached:
             note(f"{result.run}: reused cached results (--no-cache to recompute)")
         report_coverage(result, qrels, run_queries_only, exclusions)
-    render(results, fmt, per_query)
-    return results
+    render(results, fmt, per_query, parsed=parsed)
+    if expect is None:
+        return 0
+    sys.stdout.flush()
+    failures = expect_mod.compare_expected(results, pinned, tolerance)
+    for line in failures:
+        sys.stderr.write(f"rankk: expect: {line}\n")
+    if failures:
+        return 1
+    note(f"expect: all {len(pinned)} pinned values of {expect} reproduced within {tolerance:g}")
+    return 0
 
 
 def _unique_name(path: Path, taken: set) -> str:

@@ -89,6 +89,12 @@ def _topics_identity(spec: str) -> dict:
     path = Path(spec)
     if path.is_file():
         return {"topics_sha256": file_digest(path)}
+    if not path.exists():  # a pyserini name: the digest of the file it resolves to here
+        from rankk_cli.pyserini_names import local_file
+
+        named = local_file(spec, "topics")
+        if named is not None:
+            return {"topics_sha256": file_digest(named)}
     return {"topics_id": spec}
 
 

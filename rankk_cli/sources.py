@@ -1,9 +1,10 @@
 """Where topics, qrels and documents come from.
 
-A *spec* is what the user typed: a path to a local file, or an ir_datasets id. Local files win when they exist.
+A *spec* is what the user typed: a path to a local file, a pyserini name (``dl19-passage``, ``dl20``,
+``beir-v1.0.0-scifact-test``: ``pyserini_names``) or an ir_datasets id. Local files win when they exist.
 
-- topics: TSV ``qid<TAB>text`` (plain or .gz), or an ir_datasets id (its queries);
-- qrels: TREC qrels ``qid iter docid grade``, or an ir_datasets id (its qrels);
+- topics: TSV ``qid<TAB>text`` (plain or .gz), a pyserini topics name, or an ir_datasets id (its queries);
+- qrels: TREC qrels ``qid iter docid grade``, a pyserini qrels name, or an ir_datasets id (its qrels);
 - documents: see ``open_docs`` (JSONL corpus, Lucene index with stored raw docs, candidates file with text,
   ir_datasets docs store).
 
@@ -52,10 +53,13 @@ def load_topics(spec: str | Path) -> dict[str, str]:
     spec = str(spec)
     if Path(spec).exists():
         return read_topics_file(spec)
-    from rankk_cli import irds
+    from rankk_cli import irds, pyserini_names
 
     if irds.looks_like_path(spec):
         return read_topics_file(spec)  # names the missing file
+    found = pyserini_names.load(spec, "topics")
+    if found is not None:
+        return found
     if irds.is_dataset_id(spec):
         return irds.load_queries(spec)
     raise irds.unknown_id_error(spec, "topics")
@@ -98,10 +102,13 @@ def load_qrels(spec: str | Path) -> pd.DataFrame:
     spec = str(spec)
     if Path(spec).exists():
         return read_qrels_file(spec)
-    from rankk_cli import irds
+    from rankk_cli import irds, pyserini_names
 
     if irds.looks_like_path(spec):
         return read_qrels_file(spec)  # names the missing file
+    found = pyserini_names.load(spec, "qrels")
+    if found is not None:
+        return found
     if irds.is_dataset_id(spec):
         return irds.load_qrels(spec)
     raise irds.unknown_id_error(spec, "qrels")
