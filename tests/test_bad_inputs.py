@@ -467,7 +467,6 @@ def test_crlf_bom_blank_lines_parse_like_clean_files(tmp_path):
     assert run_a.df.equals(run_b.df) and texts_a == texts_b
 
 
-@pytest.mark.skipif(importlib.util.find_spec("rankk_cli.evaluate") is None, reason="`rankk eval` not written yet")
 def test_crlf_bom_run_and_qrels_evaluate_identically(tmp_path, rankk):
     (tmp_path / "clean.trec").write_text(RUN, newline="")
     (tmp_path / "clean.qrels").write_text(QRELS, newline="")

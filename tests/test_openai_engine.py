@@ -333,3 +333,16 @@ def test_real_server_chat_logprobs_continue_final_and_allowed(served):
     assert len(c.logprobs) == 1 and c.text in c.logprobs[0]
     assert served.count_tokens(" true false") == 2
     assert served.truncate("one two three four five six", 2) == "one two"
+
+
+def test_truncation_is_one_text_for_every_engine(served, smollm2_vllm, smollm2_model):
+    """--truncate: the openai engine, the vLLM engine and the dry run cut a passage to the same text (a cut
+    inside a multi-byte character drops the U+FFFD it would decode to)."""
+    from rankk_cli.rerank.pipeline import _tokenizer_truncate
+
+    text = "Café naïve — 東京の天気は晴れ. Ünïcödé passages 🙂 cut anywhere. " * 4
+    dry = {n: _tokenizer_truncate(str(smollm2_model), n) for n in range(1, 40)}
+    for n in range(1, 40):
+        a, b, c = served.truncate(text, n), smollm2_vllm.truncate(text, n), dry[n](text)
+        assert a == b == c, (n, a, b, c)
+        assert "\ufffd" not in a and smollm2_vllm.count_tokens(a) <= n

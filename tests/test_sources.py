@@ -4,7 +4,6 @@ document stores and candidates files."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import os
 import subprocess
@@ -279,7 +278,6 @@ def test_directory_without_index_and_unknown_sources(tmp_path):
         docs.open_docs(tmp_path / "x.csv")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("rankk_cli.lucene") is None, reason="rankk_cli.lucene not written yet")
 def test_lucene_index_store(data, tmp_path):
     from rankk_cli import lucene
 
@@ -295,7 +293,6 @@ def test_lucene_index_store(data, tmp_path):
 # ir_datasets ids through the real CLI
 
 
-@pytest.mark.skipif(importlib.util.find_spec("rankk_cli.evaluate") is None, reason="`rankk eval` not written yet")
 def test_cli_eval_with_a_seeded_ir_datasets_id_equals_the_qrels_file(irds_seeded, data, rankk):
     run = data / "trec-dl" / "dl19" / "runs" / "bm25.trec"
     by_id = rankk("eval", run, "--qrels", DL19, "-m", "nDCG@10", "-m", "AP", "--format", "json")
@@ -307,8 +304,6 @@ def test_cli_eval_with_a_seeded_ir_datasets_id_equals_the_qrels_file(irds_seeded
     assert "[INFO]" not in by_id.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("rankk_cli.rerank.pipeline") is None,
-                    reason="`rankk rerank` not written yet")
 def test_cli_rerank_dry_run_reads_topics_and_docs_from_ir_datasets(irds_seeded, data, rankk):
     run = data / "trec-dl" / "dl19" / "runs" / "bm25.trec"
     proc = rankk("rerank", run, "--topics", DL19, "--docs", DL19, "--method", "rankk", "--model", "unused",

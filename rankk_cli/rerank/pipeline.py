@@ -273,12 +273,9 @@ def _tokenizer_truncate(model: str, n: int):
         raise RankkError(f"--model: expected a model directory or id with a tokenizer (for --truncate), "
                          f"cannot load {model!r}: {' '.join(str(exc).split())[:200]}") from None
 
-    def truncate(text: str) -> str:
-        ids = tok.encode(text, add_special_tokens=False)
-        # a cut inside a multi-byte character decodes to U+FFFD (more tokens once re-encoded): drop it
-        return text if len(ids) <= n else tok.decode(ids[:n]).rstrip("\ufffd")
+    from rankk_cli.rerank.engines.base import truncate_tokens
 
-    return truncate
+    return lambda text: truncate_tokens(tok, text, n)
 
 
 def check_outputs(output: Path, windows_path: Path) -> None:
@@ -442,7 +439,7 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
     with stdout_to_stderr():  # vLLM logs to stdout: keep stdout for our own output
         built = None
         if engine_obj is None and not needs_engine:
-            from rankk_cli.rerank.methods.base import NoEngine
+            from rankk_cli.rerank.engines.base import NoEngine
 
             engine_obj = NoEngine(model or "none", sampling, EngineOptions())
         if engine_obj is None:

@@ -113,6 +113,31 @@ class Completion:
         return self.finish_reason == "length"
 
 
+def truncate_tokens(tokenizer, text: str, max_tokens: int) -> str:
+    """``decode(encode(text)[:max_tokens])`` with a Hugging Face tokenizer (as Rank-K does). The ONE truncation
+    of rankk: the vLLM engine, the openai engine and the dry run all call it, so they send the same text. A cut
+    inside a multi-byte character decodes to U+FFFD, which re-encodes to MORE tokens: it is dropped."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) <= max_tokens:
+        return text
+    return tokenizer.decode(ids[:max_tokens]).rstrip("\ufffd")
+
+
+def allowed_token_ids(tokenizer, strings: tuple[str, ...]) -> list[int]:
+    """The first token id of each allowed answer (``Request.allowed``), deduplicated, for every engine alike; an
+    answer that encodes to no token is an error (never silently skipped)."""
+    from rankk_cli.errors import RankkError
+
+    ids: list[int] = []
+    for s in strings:
+        enc = tokenizer.encode(s, add_special_tokens=False)
+        if not enc:
+            raise RankkError(f"allowed answer {s!r} encodes to no token")
+        if enc[0] not in ids:
+            ids.append(enc[0])
+    return ids
+
+
 def stop_reason_text(reason) -> str | None:
     """An engine's stop reason as text: the stop string, ``"<token N>"`` for a stop token id, None for EOS."""
     if reason is None:
@@ -163,6 +188,15 @@ class Engine(ABC):
 
     def close(self) -> None:
         pass
+
+
+class NoEngine(Engine):
+    """The engine of methods that never call one (``needs_engine = False``, e.g. oracle): a call is a bug."""
+
+    name = "none"
+
+    def generate(self, requests):
+        raise RuntimeError(f"a method declared needs_engine = False asked for {len(requests)} generation(s)")
 
 
 class LazyEngine(Engine):

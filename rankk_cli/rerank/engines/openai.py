@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from rankk_cli.errors import RankkError
-from rankk_cli.rerank.engines.base import Completion, Engine, EngineOptions, Request, Sampling, stop_reason_text
+from rankk_cli.rerank.engines.base import (Completion, Engine, EngineOptions, Request, Sampling, allowed_token_ids,
+                                           stop_reason_text, truncate_tokens)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 RETRY_STATUS = (429, 500, 502, 503, 504)
@@ -130,8 +131,7 @@ class OpenAIEngine(Engine):
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def truncate(self, text: str, max_tokens: int) -> str:
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        return text if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens])
+        return truncate_tokens(self.tokenizer, text, max_tokens)
 
     # ------------------------------------------------------------------------------------------------------
     # request bodies and responses
@@ -149,12 +149,7 @@ class OpenAIEngine(Engine):
         if request.stop:
             body["stop"] = list(request.stop)
         if request.allowed:
-            ids = []
-            for a in request.allowed:
-                enc = self.tokenizer.encode(a, add_special_tokens=False)
-                if enc and enc[0] not in ids:
-                    ids.append(enc[0])
-            body["allowed_token_ids"] = ids
+            body["allowed_token_ids"] = allowed_token_ids(self.tokenizer, request.allowed)
         if request.messages is not None:
             body["messages"] = [{"role": r, "content": c} for r, c in request.messages]
             if request.continue_final:

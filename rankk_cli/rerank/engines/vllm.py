@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from rankk_cli.errors import RankkError
-from rankk_cli.rerank.engines.base import Completion, Engine, EngineOptions, Request, Sampling, stop_reason_text
+from rankk_cli.rerank.engines.base import (Completion, Engine, EngineOptions, Request, Sampling, allowed_token_ids,
+                                           stop_reason_text, truncate_tokens)
 
 CPU_GPU_MEMORY_UTILIZATION = 0.2
 
@@ -109,11 +110,7 @@ class VLLMEngine(Engine):
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def truncate(self, text: str, max_tokens: int) -> str:
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) <= max_tokens:
-            return text
-        # a cut inside a multi-byte character decodes to U+FFFD, which re-encodes to MORE tokens: drop it
-        return self.tokenizer.decode(ids[:max_tokens]).rstrip("\ufffd")
+        return truncate_tokens(self.tokenizer, text, max_tokens)
 
     def render(self, request: Request) -> list[int]:
         """Token ids of a request's prompt: raw text as the model's tokenizer encodes it, or the chat template
@@ -131,14 +128,7 @@ class VLLMEngine(Engine):
         return list(self.tokenizer.encode(request.prompt))
 
     def allowed_ids(self, strings: tuple[str, ...]) -> list[int]:
-        ids = []
-        for s in strings:
-            enc = self.tokenizer.encode(s, add_special_tokens=False)
-            if not enc:
-                raise RankkError(f"allowed answer {s!r} encodes to no token")
-            if enc[0] not in ids:
-                ids.append(enc[0])
-        return ids
+        return allowed_token_ids(self.tokenizer, strings)
 
     def sampling_params(self, request: Request, prompt_len: int):
         from vllm import SamplingParams

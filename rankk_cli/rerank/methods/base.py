@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Generator
 
 from rankk_cli.errors import RankkError
-from rankk_cli.rerank.engines.base import Completion, Engine, Request
+from rankk_cli.rerank.engines.base import Completion, Request
 
 # window / call outcomes, recorded per window and counted in the end-of-run summary
 OK, REPAIRED, FORCED, FAILED = "ok", "repaired", "forced", "failed"
@@ -205,15 +205,6 @@ def method_options(cls: type, pairs=(), **given) -> dict:
             raise RankkError(f"{flag}: method {cls.name!r} takes no option {key!r} (its options: {known})")
         out[key] = declared[key].convert(value, shown)
     return out
-
-
-class NoEngine(Engine):
-    """The engine of methods that never call one (``needs_engine = False``, e.g. oracle): a call is a bug."""
-
-    name = "none"
-
-    def generate(self, requests):
-        raise RuntimeError(f"a method declared needs_engine=False asked for {len(requests)} generation(s)")
 
 
 def heap_top_k(arr: list, k: int, heapify, last_parent: int) -> Generator[list[Call], list[Completion], list[str]]:
