@@ -27,6 +27,14 @@ app = typer.Typer(
 )
 
 FORMATS_EVAL = ("table", "tsv", "json")
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "-v", "--verbose", help="Also show what vLLM, torch, transformers "
+                                       "and Java print (hidden by default; RANKK_VERBOSE=1 does the same).")):
+    """Benchmark rerankers from the shell: retrieve -> rerank -> eval -> compare, on TREC run files."""
+    if verbose:
+        os.environ["RANKK_VERBOSE"] = "1"
 EXCLUDE_HELP = ("(qid, docid) pairs dropped from every run before scoring (BRIGHT's excluded_ids): JSON "
                 "{qid: [docid, ...]}, BRIGHT's examples as JSONL, or 'qid<TAB>docid' lines.")
 FORMATS_EVAL_ONLY = FORMATS_EVAL + ("trec",)  # trec_eval's own layout: rankk eval only

@@ -18,7 +18,6 @@ transformers/torch/gguf are imported only when a conversion actually runs.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -139,13 +138,14 @@ def convert(path: Path, root: Path | None = None) -> Path:
 
     sys.stderr.write(f"rankk: converting {path.name} to a model directory (once; cached in {target})\n")
     try:
-        with _quiet() as noise:
+        from rankk_cli.quiet import captured
+
+        with captured() as noise:  # transformers' de-quantizing and shard bars: not on the terminal
             try:
                 _build(path, tmp, meta)
             except Exception as exc:  # noqa: BLE001 - say what the converter said last
-                tail = " | ".join(noise.tail(3))
                 raise RankkError(f"{path}: GGUF conversion failed: {' '.join(str(exc).split())[:240]}"
-                                 + (f" (last output: {tail[:240]})" if tail else "")) from None
+                                 + noise.suffix()) from None
         info = {"converter_version": CONVERTER_VERSION, "source": str(path), "sha256": digest,
                 "size": path.stat().st_size, "architecture": arch, "name": meta.get("general.name"),
                 "add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", False)),
@@ -165,38 +165,6 @@ def convert(path: Path, root: Path | None = None) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-class _Noise:
-    def __init__(self, fh):
-        self.fh = fh
-
-    def tail(self, n: int) -> list[str]:
-        self.fh.flush()
-        self.fh.seek(0)
-        text = self.fh.read().decode("utf-8", "replace").replace("\r", "\n")
-        return [line.strip() for line in text.splitlines() if line.strip()][-n:]
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Third-party output (tqdm bars, warnings) of the conversion goes to a temp file, not the terminal; its last
-    lines are shown if the conversion fails. ``RANKK_VERBOSE=1`` lets it through."""
-    if os.environ.get("RANKK_VERBOSE"):
-        yield _Noise(tempfile.TemporaryFile())
-        return
-    import sys
-
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as fh:
-        saved = os.dup(2)
-        os.dup2(fh.fileno(), 2)
-        try:
-            yield _Noise(fh)
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _versions() -> dict:

@@ -137,7 +137,7 @@ def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, i
         if built.built:
             console.print(f"indexed {built.docs:,} docs in {built.seconds:.1f} s -> {index_dir}")
             if built.empty:
-                console.print(f"warning: {built.empty} docs with empty contents were not indexed (as Anserini "
+                console.print(f"rankk: warning: {built.empty} docs with empty contents were not indexed (as Anserini "
                               "does); they can never be retrieved", style="yellow")
         else:
             console.print(f"using cached index {index_dir}")
@@ -163,7 +163,7 @@ def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, i
         raise RankkError(f"{topics}: no query returned any hits from {index_label}")
     if empty:
         shown = ", ".join(empty[:10]) + (f" ... ({len(empty)} in all)" if len(empty) > 10 else "")
-        console.print(f"warning: {len(empty)} of {len(queries)} queries returned no hits: {shown}", style="yellow")
+        console.print(f"rankk: warning: {len(empty)} of {len(queries)} queries returned no hits: {shown}", style="yellow")
     meta["index_dir"] = str(index_dir)
     meta["queries_without_hits"] = empty
     run = run_from_rankings(rankings, name=Path(output).name, **meta)

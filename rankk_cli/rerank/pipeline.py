@@ -256,9 +256,9 @@ def _render_summary(summary: dict) -> None:
     bad = o.get("failed", 0)
     if bad:
         where = f": see {summary['windows_file']}" if summary.get("windows_file") else ""
-        sys.stderr.write(f"warning: {bad} window(s) failed and kept their input order{where}\n")
+        sys.stderr.write(f"rankk: warning: {bad} window(s) failed and kept their input order{where}\n")
     if summary.get("note"):
-        sys.stderr.write(f"note: {summary['note']}\n")
+        sys.stderr.write(f"rankk: {summary['note']}\n")
 
 
 def _tokenizer_truncate(model: str, n: int):

@@ -68,37 +68,43 @@ class VLLMEngine(Engine):
         # a .gguf file or a packaged alias (smollm2) loads from its converted directory (converted once, cached);
         # self.model stays what the user named (the call-cache key)
         model = gguf.resolve(self.model)
-        self.on_gpu = _has_cuda()
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        if not self.on_gpu:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        opts = self.options
-        kwargs: dict = {
-            "model": str(Path(model).expanduser()) if Path(model).expanduser().exists() else model,
-            "tensor_parallel_size": opts.tensor_parallel,
-            "seed": self.sampling.seed if self.sampling.seed is not None else 0,
-        }
-        if opts.max_model_len:
-            kwargs["max_model_len"] = opts.max_model_len
-        if opts.gpu_memory_utilization is not None:
-            kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization
-        elif not self.on_gpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-            # On CPU the utilization is a fraction of RAM that must also hold the process's RSS, so a second
-            # engine in one process (or a busy machine) fails with it; a fixed KV-cache size does not.
-            kwargs["gpu_memory_utilization"] = CPU_GPU_MEMORY_UTILIZATION
-            kwargs["kv_cache_memory_bytes"] = int(float(os.environ.get("RANKK_CPU_KV_CACHE_GIB", "1")) * 2**30)
-        if opts.dtype:
-            kwargs["dtype"] = opts.dtype
-        if not self.on_gpu:
-            kwargs["enforce_eager"] = True
-        self.llm_kwargs = kwargs
-        try:
-            from vllm import LLM
+        from rankk_cli.quiet import captured
 
-            self.llm = LLM(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - any load failure is the user's model/flags: one line
-            raise RankkError(f"cannot load model {model!r}: {_one_line(exc)}") from exc
+        # what torch/vLLM print while loading (warnings, INFO lines, shard bars) stays off the terminal
+        with captured() as noise:
+            self.on_gpu = _has_cuda()
+            from rankk_cli.quiet import verbose
+
+            os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose() else "ERROR")
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            if not self.on_gpu:
+                os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            opts = self.options
+            kwargs: dict = {
+                "model": str(Path(model).expanduser()) if Path(model).expanduser().exists() else model,
+                "tensor_parallel_size": opts.tensor_parallel,
+                "seed": self.sampling.seed if self.sampling.seed is not None else 0,
+            }
+            if opts.max_model_len:
+                kwargs["max_model_len"] = opts.max_model_len
+            if opts.gpu_memory_utilization is not None:
+                kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization
+            elif not self.on_gpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+                # On CPU the utilization is a fraction of RAM that must also hold the process's RSS, so a second
+                # engine in one process (or a busy machine) fails with it; a fixed KV-cache size does not.
+                kwargs["gpu_memory_utilization"] = CPU_GPU_MEMORY_UTILIZATION
+                kwargs["kv_cache_memory_bytes"] = int(float(os.environ.get("RANKK_CPU_KV_CACHE_GIB", "1")) * 2**30)
+            if opts.dtype:
+                kwargs["dtype"] = opts.dtype
+            if not self.on_gpu:
+                kwargs["enforce_eager"] = True
+            self.llm_kwargs = kwargs
+            try:
+                from vllm import LLM
+
+                self.llm = LLM(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - any load failure is the user's model/flags: one line
+                raise RankkError(f"cannot load model {model!r}: {_one_line(exc)}{noise.suffix()}") from exc
         self.tokenizer = self.llm.get_tokenizer()
         self.runner = self.llm.llm_engine.model_config.runner_type  # "generate" | "pooling"
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
