@@ -23,7 +23,8 @@ from typing import Iterable, Protocol
 import numpy as np
 import pandas as pd
 
-from rankk_cli.errors import RankkError, bad_id, check_input_file, file_error, json_object_line, show, tab_line
+from rankk_cli.errors import (bad_id, check_found, check_input_file, file_error, json_object_line, show,
+                              tab_line)
 from rankk_cli.runs import INT64_MAX, Run, _check_duplicates, order_run, read_text_file, rerank_positions, run_name
 
 CORPUS_CACHE_VERSION = 1
@@ -34,16 +35,6 @@ class DocStore(Protocol):
 
     def get(self, docids: Iterable[str]) -> dict[str, str]: ...
 
-
-def check_found(found: dict, docids: list[str], source: str, limit: int = 5) -> None:
-    """Raise one line naming the source and a few missing docids, if any requested docid was not found."""
-    missing = list(dict.fromkeys(d for d in docids if d not in found))
-    if not missing:
-        return
-    shown = ", ".join(repr(d) for d in missing[:limit])
-    more = f" and {len(missing) - limit} more" if len(missing) > limit else ""
-    total = len(set(docids))
-    raise RankkError(f"{source}: {len(missing)} of {total} requested docids not found: {shown}{more}")
 
 
 class MappingDocs:
@@ -309,8 +300,20 @@ def read_candidates(path: str | Path) -> tuple[Run, dict[str, str]]:
 
 
 def open_docs(spec: str | Path, no_cache: bool = False) -> DocStore:
-    """A DocStore for a corpus file, candidates file, Lucene index directory or ir_datasets id."""
-    path = Path(spec)
+    """A DocStore for a corpus file, candidates file, Lucene index directory or ir_datasets id (the dispatch is
+    ``sources.resolve``'s, as for topics and qrels)."""
+    from rankk_cli.sources import resolve
+
+    return resolve(spec, "document", lambda path: _open_path(Path(path), no_cache), None, _open_id)
+
+
+def _open_id(spec: str) -> DocStore:
+    from rankk_cli import irds
+
+    return irds.IrdsDocs(spec)
+
+
+def _open_path(path: Path, no_cache: bool) -> DocStore:
     if path.exists():
         if path.is_dir():
             if not any(p.name.startswith("segments") for p in path.iterdir()):
@@ -339,10 +342,4 @@ def open_docs(spec: str | Path, no_cache: bool = False) -> DocStore:
             return MappingDocs(load_corpus(path, no_cache=no_cache), str(path))
         raise file_error(path, None, "expected a document source (.jsonl corpus or candidates, .tsv corpus, "
                          f".parquet candidates, a Lucene index directory), found a {suffix or 'suffix-less'} file")
-    from rankk_cli import irds
-
-    if irds.looks_like_path(str(spec)):
-        raise file_error(path, None, "no such document source (corpus file, candidates file or index directory)")
-    if irds.is_dataset_id(str(spec)):
-        return irds.IrdsDocs(str(spec))
-    raise irds.unknown_id_error(str(spec), "document")
+    raise file_error(path, None, "no such document source (corpus file, candidates file or index directory)")

@@ -92,3 +92,13 @@ def tab_line(path: str | Path, lineno: int, line: str, key: str, value: str) -> 
         raise file_error(path, lineno, f"expected a {key if key != 'qid' else 'query id'} before the tab, "
                          "found nothing")
     return k, v.strip()
+
+def check_found(found: dict, docids: list[str], source: str, limit: int = 5) -> None:
+    """Raise one line naming the source and a few missing docids, if any requested docid was not found."""
+    missing = list(dict.fromkeys(d for d in docids if d not in found))
+    if not missing:
+        return
+    shown = ", ".join(repr(d) for d in missing[:limit])
+    more = f" and {len(missing) - limit} more" if len(missing) > limit else ""
+    total = len(set(docids))
+    raise RankkError(f"{source}: {len(missing)} of {total} requested docids not found: {shown}{more}")

@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from rankk_cli.errors import RankkError
+from rankk_cli.errors import RankkError, check_found
 
 # file name endings that no ir_datasets id has (ids look like "msmarco-passage/trec-dl-2019/judged")
 _FILE_SUFFIXES = (".tsv", ".txt", ".jsonl", ".json", ".gz", ".bz2", ".zip", ".tar", ".trec", ".run", ".parquet",
@@ -272,7 +272,5 @@ class IrdsDocs:
         with _guard(self.spec, "documents"):
             found = self._store.get_many(docids)
         out = {d: _text_of(found[d]) for d in docids if d in found}
-        from rankk_cli.docs import check_found
-
         check_found(out, docids, self.source)
         return out

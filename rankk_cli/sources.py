@@ -48,21 +48,48 @@ def read_topics_file(path: str | Path) -> dict[str, str]:
     return topics
 
 
-def load_topics(spec: str | Path) -> dict[str, str]:
-    """``{qid: query text}`` from a TSV file or an ir_datasets id."""
-    spec = str(spec)
-    if Path(spec).exists():
-        return read_topics_file(spec)
-    from rankk_cli import irds, pyserini_names
+def resolve(spec: str | Path, what: str, read_path, by_name, by_id):
+    """Where an input comes from -- the ONE dispatch for topics, qrels and documents: an existing path (or a
+    spec that looks like one: ``read_path`` then names the missing file) is read as a file; else a pyserini name
+    (``by_name`` returns None when it is not one); else an ir_datasets id (``by_id``); else one line saying none
+    of them matched."""
+    text = str(spec)
+    if Path(text).exists():
+        return read_path(text)
+    from rankk_cli import irds
 
-    if irds.looks_like_path(spec):
-        return read_topics_file(spec)  # names the missing file
-    found = pyserini_names.load(spec, "topics")
-    if found is not None:
-        return found
-    if irds.is_dataset_id(spec):
-        return irds.load_queries(spec)
-    raise irds.unknown_id_error(spec, "topics")
+    if irds.looks_like_path(text):
+        return read_path(text)
+    if by_name is not None:
+        found = by_name(text)
+        if found is not None:
+            return found
+    if irds.is_dataset_id(text):
+        return by_id(text)
+    raise irds.unknown_id_error(text, what)
+
+
+def _pyserini(kind: str):
+    def by_name(spec: str):
+        from rankk_cli import pyserini_names
+
+        return pyserini_names.load(spec, kind)
+
+    return by_name
+
+
+def _irds(loader: str):
+    def by_id(spec: str):
+        from rankk_cli import irds
+
+        return getattr(irds, loader)(spec)
+
+    return by_id
+
+
+def load_topics(spec: str | Path) -> dict[str, str]:
+    """``{qid: query text}`` from a TSV file, a pyserini topics name or an ir_datasets id."""
+    return resolve(spec, "topics", read_topics_file, _pyserini("topics"), _irds("load_queries"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -98,20 +125,9 @@ def read_qrels_file(path: str | Path) -> pd.DataFrame:
 
 
 def load_qrels(spec: str | Path) -> pd.DataFrame:
-    """Qrels (qid, docid, relevance) from a TREC qrels file or an ir_datasets id."""
-    spec = str(spec)
-    if Path(spec).exists():
-        return read_qrels_file(spec)
-    from rankk_cli import irds, pyserini_names
-
-    if irds.looks_like_path(spec):
-        return read_qrels_file(spec)  # names the missing file
-    found = pyserini_names.load(spec, "qrels")
-    if found is not None:
-        return found
-    if irds.is_dataset_id(spec):
-        return irds.load_qrels(spec)
-    raise irds.unknown_id_error(spec, "qrels")
+    """Qrels as a DataFrame (qid, docid, relevance) from a TREC qrels file, a pyserini name or an ir_datasets id
+    (``evaluate.load_qrels`` builds the evaluator's indexed ``Qrels`` from this)."""
+    return resolve(spec, "qrels", read_qrels_file, _pyserini("qrels"), _irds("load_qrels"))
 
 
 # ----------------------------------------------------------------------------------------------------------

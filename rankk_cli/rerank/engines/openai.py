@@ -150,6 +150,11 @@ class OpenAIEngine(Engine):
             body["stop"] = list(request.stop)
         if request.allowed:
             body["allowed_token_ids"] = allowed_token_ids(self.tokenizer, request.allowed)
+            if request.logprobs is not None:
+                # as the vLLM engine does: the log-probabilities of EVERY allowed answer (a forced rank1 answer
+                # needs both " true" and " false", even when one is outside the unrestricted top-k); vLLM's
+                # servers take logprob_token_ids on both endpoints
+                body["logprob_token_ids"] = body["allowed_token_ids"]
         if request.messages is not None:
             body["messages"] = [{"role": r, "content": c} for r, c in request.messages]
             if request.continue_final:
