@@ -232,6 +232,8 @@ def report(
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute evaluations even if cached."),
     exclude: List[str] = typer.Option([], "--exclude", help="FILE (every dataset) or DATASET=FILE, repeatable: "
                                       + EXCLUDE_HELP),
+    fmt: str = typer.Option("markdown", "--format", help="markdown | json (the table's numbers on stdout; -o "
+                            "still writes the Markdown)."),
 ):
     """One paper-style table from a folder of runs: systems x (datasets x measures), markers, rerank cost."""
     from rankk_cli.report import report_command
@@ -239,7 +241,8 @@ def report(
     report_command(root, qrels=qrels, measures=measures, baseline=baseline, alpha=alpha,
                    correction=_choice(correction, ("holm", "bonferroni", "none"), "--correction"),
                    output=output, latex=latex, plot_path=plot, no_cache=no_cache,
-                   test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"), exclude=exclude)
+                   test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"), exclude=exclude,
+                   fmt=_choice(fmt, ("markdown", "json"), "--format"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -315,8 +318,13 @@ def main() -> None:
     except BrokenPipeError:
         _exit(0)
     except OSError as exc:  # last resort: an unreadable input or a full disk is one line, never a traceback
-        where = f"{exc.filename}: " if exc.filename else ""
-        sys.stderr.write(f"rankk: error: {where}{exc.strerror or exc}\n")
+        from rankk_cli.paths import cache_error_text, in_cache
+
+        if in_cache(exc.filename):  # the cache root (read-only, full): named as RANKK_CACHE
+            sys.stderr.write(f"rankk: error: {cache_error_text(exc)}\n")
+        else:
+            where = f"{exc.filename}: " if exc.filename else ""
+            sys.stderr.write(f"rankk: error: {where}{exc.strerror or exc}\n")
         _exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
