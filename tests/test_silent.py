@@ -482,3 +482,17 @@ def test_sigterm_during_indexing_cleans_up_like_ctrl_c(tmp_path, data):
     assert "rankk: interrupted" in err and "Traceback" not in err
     assert list((cache / "indexes").glob(".*.building")) == []
     assert not (tmp_path / "bm25.trec").exists()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root writes in a read-only (mode 555) folder: needs an ordinary user")
+def test_read_only_folder_wording(rankk, tmp_path):
+    write(tmp_path, {"root/dl/bm25.trec": RUN, "root/dl/qrels.txt": QRELS})
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        proc = rankk("report", tmp_path / "root", "-o", ro / "table.md")
+        one_line_error(proc, "-o/--output", str(ro), "read-only")
+    finally:
+        ro.chmod(0o755)

@@ -370,10 +370,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
     method_cls = METHODS.get(method)
     given = {"--model": model is not None, "--window": window_given, "--stride": stride_given,
              "--passes": passes != 1}
-    ignored = [flag for flag in method_cls.ignores if given.get(flag)]
-    if ignored:
-        sys.stderr.write(f"rankk: warning: {', '.join(ignored)} ignored: method {method} does not use "
-                         f"{'them' if len(ignored) > 1 else 'it'}\n")
+    ignored = [flag for flag in method_cls.ignores if given.get(flag)]  # warned once every input checked out
     from rankk_cli.rerank.engines import ENGINES
 
     ENGINES.check(engine)  # also for methods that need no engine: a typo is never silently ignored
@@ -400,6 +397,9 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
     if max_tokens is None:
         max_tokens = method_cls.default_max_tokens or 4096
     sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+    if ignored:
+        sys.stderr.write(f"rankk: warning: {', '.join(ignored)} ignored: method {method} does not use "
+                         f"{'them' if len(ignored) > 1 else 'it'}\n")
 
     if dry_run:
         from rankk_cli.rerank.engines import ENGINES
