@@ -200,7 +200,7 @@ def check_smollm2() -> Check:
         return Check("SmolLM2 (--model smollm2)", FAIL, " ".join(str(exc).split())[:160], fix, required=False)
     size = path.stat().st_size / 2**20
     return Check("SmolLM2 (--model smollm2)", OK, f"{path.name} ({size:.0f} MiB); converted on first use into "
-                 f"{gguf.models_root()}", required=False)
+                 "the rankk cache (models/)", required=False)
 
 
 def run_checks(smoke_test: bool = False) -> list[Check]:

@@ -425,7 +425,7 @@ def prebuilt_index(name: str, console=None) -> tuple[Path, str]:
         for url in entry["urls"]:
             try:
                 if console is not None:
-                    console.print(f"downloading prebuilt index {name} from {url} ...")
+                    console.print(f"rankk: downloading prebuilt index {name} from {url} ...")
                 with contextlib.redirect_stdout(sys.stderr):
                     path = download_and_unpack_index(url, local_filename=entry.get("filename"), prebuilt=True,
                                                      md5=md5, verbose=False,

@@ -127,7 +127,7 @@ def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, i
         if table is not None:
             run = _run_from_table(table, output)
             write_run(run, output, tag=tag)
-            console.print(f"reused cached result for BM25 k1={k1:g} b={b:g} k={k} "
+            console.print(f"rankk: reused cached result for BM25 k1={k1:g} b={b:g} k={k} "
                           f"({run.df['qid'].nunique()} queries, {len(run)} hits; --no-cache recomputes) "
                           f"-> {output}")
             empty = list(run.meta.get("queries_without_hits") or [])
@@ -145,12 +145,12 @@ def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, i
         built = lucene.index_for_corpus(corpus, cache_root() / "indexes", threads=threads, console=console)
         index_dir = built.path
         if built.built:
-            console.print(f"indexed {built.docs:,} docs in {built.seconds:.1f} s -> {index_dir}")
+            console.print(f"rankk: indexed {built.docs:,} docs in {built.seconds:.1f} s -> {index_dir}")
             if built.empty:
                 console.print(f"rankk: warning: {built.empty} docs with empty contents were not indexed (as Anserini "
                               "does); they can never be retrieved", style="yellow")
         else:
-            console.print(f"using cached index {index_dir}")
+            console.print(f"rankk: using cached index {index_dir}")
     elif Path(index).is_dir():
         index_dir = Path(index)
     else:
@@ -182,7 +182,7 @@ def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, i
     run.df["score"] = run.df["score"].to_numpy().astype(np.float32).astype(str).astype(np.float64)
     write_run(run, output, tag=tag)
     cache.put(STAGE, key, run_to_table(run))
-    console.print(f"BM25 k1={k1:g} b={b:g}: {len(rankings)} queries, {len(run)} hits (k={k}) in {seconds:.1f} s "
+    console.print(f"rankk: BM25 k1={k1:g} b={b:g}: {len(rankings)} queries, {len(run)} hits (k={k}) in {seconds:.1f} s "
                   f"({len(queries) / max(seconds, 1e-9):.1f} queries/s, {threads} threads) -> {output} [tag {tag}]")
     if fmt == "json":
         _summary(run, output, len(queries), cached=False, seconds=round(seconds, 3))
