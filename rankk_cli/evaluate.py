@@ -751,8 +751,11 @@ def report_coverage(result: EvalResult, qrels_spec: str, run_queries_only: bool,
              f"and are ignored ({ex})")
     if result.missing_qids and not run_queries_only:
         ex = ", ".join(result.missing_qids[:5]) + (", ..." if len(result.missing_qids) > 5 else "")
-        note(f"{result.run}: {len(result.missing_qids)} judged queries are missing from the run and count as 0 "
-             f"(trec_eval -c; --run-queries-only to skip them): {ex}")
+        warn(f"{result.run}: {len(result.missing_qids)} of {len(result.qids)} judged queries are missing from the "
+             f"run and count as 0 (trec_eval -c; --run-queries-only to skip them): {ex}")
+    elif result.missing_qids and result.qids:  # averaged over fewer queries than the qrels judge: say so
+        warn(f"{result.run}: the mean is over the run's {len(result.qids)} judged queries only (--run-queries-only); "
+             f"{len(result.missing_qids)} judged queries of {qrels_spec} are not in the run")
 
 
 def _examples(items: Sequence[str], limit: int = 5) -> str:

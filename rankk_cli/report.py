@@ -129,12 +129,18 @@ def parse_qrels_specs(specs: Sequence[str], datasets: Sequence[str], root: Path)
             raise RankkError(f"--qrels: no dataset {name!r} in {root} (datasets: {', '.join(datasets)})")
         out[name] = value
     for ds in datasets:
-        if ds not in out:
-            local = sorted(p for p in (Path(root) / ds).glob("qrels*") if p.is_file())
-            if not local:
-                raise RankkError(f"--qrels: expected qrels for dataset {ds!r}: pass --qrels {ds}=FILE or put "
-                                 f"{Path(root) / ds / 'qrels.txt'}")
-            out[ds] = str(local[0])
+        local = sorted(p for p in (Path(root) / ds).glob("qrels*") if p.is_file())
+        if ds in out:
+            if local:
+                warn(f"report: {ds}: --qrels {out[ds]} is used; {_listed(local)} in the folder not read")
+            continue
+        if not local:
+            raise RankkError(f"--qrels: expected qrels for dataset {ds!r}: pass --qrels {ds}=FILE or put "
+                             f"{Path(root) / ds / 'qrels.txt'}")
+        if len(local) > 1:
+            warn(f"report: {ds}: {len(local)} qrels files in the folder, {local[0].name} is used and "
+                 f"{_listed([p.name for p in local[1:]])} not read (pass --qrels {ds}=FILE to choose)")
+        out[ds] = str(local[0])
     return out
 
 
@@ -447,6 +453,10 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
         raise RankkError(f"--baseline: no system {baseline!r} in {root} (systems: {', '.join(systems)})")
     # baseline first, the others in name order
     systems = [baseline] + [s for s in systems if s != baseline]
+    absent = [f"{s} in {ds}" for s in systems for ds in datasets if s not in found[ds]]
+    if absent:
+        warn(f"report: {len(absent)} system/dataset cell group(s) have no run (– in the table; cost summed over "
+             f"the datasets a system has): {_listed(absent)}")
     rep = Report(datasets, names, systems, baseline, alpha=alpha, correction=correction, test=test)
     # the windows files are read (and their schema checked) before any evaluation: a bad one fails fast
     windows = {(s, ds): windows_table(runs[s]) for ds, runs in found.items() for s in runs}

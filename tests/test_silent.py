@@ -496,3 +496,27 @@ def test_read_only_folder_wording(rankk, tmp_path):
         one_line_error(proc, "-o/--output", str(ro), "read-only")
     finally:
         ro.chmod(0o755)
+
+
+def test_eval_missing_queries_is_a_warning_with_the_count(rankk, tmp_path):
+    write(tmp_path, {"half.trec": "q1 Q0 d1 1 3.0 t\n", "qrels.txt": QRELS})
+    proc = rankk("eval", tmp_path / "half.trec", "--qrels", tmp_path / "qrels.txt")
+    assert any("half: 1 of 2 judged queries are missing from the run and count as 0" in w
+               for w in warnings(proc.stderr)), proc.stderr
+    proc = rankk("eval", tmp_path / "half.trec", "--qrels", tmp_path / "qrels.txt", "--run-queries-only")
+    assert any("the mean is over the run's 1 judged queries only" in w for w in warnings(proc.stderr)), proc.stderr
+
+
+def test_report_qrels_it_does_not_read_and_systems_without_a_run_warn(rankk, tmp_path):
+    write(tmp_path, {"root/dl/bm25.trec": RUN, "root/dl/other.trec": OTHER, "root/dl/qrels.txt": QRELS,
+                     "root/dl/qrels-old.txt": "q1 0 d2 1\n", "root/dl2/bm25.trec": RUN, "root/dl2/qrels.txt": QRELS,
+                     "given.txt": QRELS})
+    proc = rankk("report", tmp_path / "root")
+    assert proc.returncode == 0, proc.stderr
+    warned = warnings(proc.stderr)
+    assert any("dl: 2 qrels files in the folder, qrels-old.txt is used and qrels.txt not read" in w
+               for w in warned), warned
+    assert any("1 system/dataset cell group(s) have no run" in w and "other in dl2" in w for w in warned), warned
+    proc = rankk("report", tmp_path / "root", "--qrels", f"dl2={tmp_path / 'given.txt'}")
+    assert any(f"dl2: --qrels {tmp_path / 'given.txt'} is used" in w and "not read" in w
+               for w in warnings(proc.stderr)), proc.stderr
