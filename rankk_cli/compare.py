@@ -377,11 +377,17 @@ def _p(value: float) -> str:
     return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
 
 
-def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
-        text = text.replace(a, b)
-    return text
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """Text for LaTeX: control characters escaped first (``cell``: never a broken row), then each special
+    character replaced in one pass (so ``\\``'s ``\\textbackslash{}`` keeps its braces)."""
+    return "".join(_LATEX.get(ch, ch) for ch in cell(text))
+
+
+_latex_escape = latex_escape
 
 
 TSV_COLUMNS = ["run", "baseline", "measure", "n", "baseline_mean", "mean", "delta", "effect_size", "ci_low",
@@ -468,6 +474,8 @@ def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None, runs: Se
     from rich.console import Console
     from rich.table import Table
 
+    from rich.markup import escape
+
     console = Console(file=out, soft_wrap=True, width=None if getattr(out, "isatty", lambda: False)() else 240)
     if all_pairs:
         means = {(r.baseline, r.measure): r.baseline_mean for r in rows}
@@ -478,11 +486,12 @@ def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None, runs: Se
         for m in measures:
             summary.add_column(m, justify="right", no_wrap=True)
         for run in runs:
-            summary.add_row(letter[run], run, *(f"{means[(run, m)]:.4f}"
+            summary.add_row(letter[run], escape(cell(run)), *(f"{means[(run, m)]:.4f}"
                                                 + "".join(_SUPERSCRIPT[c] for c in better[(run, m)])
                                                 for m in measures))
         console.print(summary)
-    table = Table(title="all pairs" if all_pairs else f"baseline: {first.baseline}", caption=caption)
+    table = Table(title="all pairs" if all_pairs else f"baseline: {escape(cell(first.baseline))}",
+                  caption=escape(cell(caption)))
     columns = [("run", "left")] + ([("vs", "left")] if all_pairs else []) + [
         ("measure", "left"), ("vs mean" if all_pairs else "baseline", "right"), ("mean", "right"), ("Δ", "right"),
         ("95% CI", "right"), ("d", "right"), ("p", "right"), (f"p ({first.correction})", "right"),
@@ -491,7 +500,7 @@ def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None, runs: Se
         table.add_column(name, justify=justify, no_wrap=True)
     for r in rows:
         style = ("green" if r.delta > 0 else "red") if r.significant else None
-        lead = [r.run] + ([r.baseline] if all_pairs else [])
+        lead = [escape(cell(r.run))] + ([escape(cell(r.baseline))] if all_pairs else [])
         table.add_row(*lead, r.measure, f"{r.baseline_mean:.4f}", f"{r.mean:.4f}", f"{r.delta:+.4f}", _ci(r),
                       _d(r.effect_size), _p(r.p_value), _p(r.p_corrected), f"{r.wins}/{r.ties}/{r.losses}",
                       r.marker, style=style)

@@ -31,7 +31,7 @@ def in_cache(filename) -> bool:
     try:
         root = os.path.abspath(cache_root())
         return os.path.commonpath([root, os.path.abspath(str(filename))]) == root
-    except (ValueError, OSError, Exception):  # noqa: BLE001 - a path on another drive, a bad RANKK_CACHE
+    except Exception:  # noqa: BLE001 - a path on another drive, a RANKK_CACHE that is a file
         return False
 
 

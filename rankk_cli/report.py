@@ -359,12 +359,7 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def to_latex(self) -> str:
-        def esc(text: str) -> str:
-            for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                         ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"),
-                         ("^", r"\textasciicircum{}")):
-                text = text.replace(a, b)
-            return text
+        from rankk_cli.compare import latex_escape as esc
 
         def cell(text: str, best: bool) -> str:
             mark = ""

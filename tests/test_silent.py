@@ -520,3 +520,14 @@ def test_report_qrels_it_does_not_read_and_systems_without_a_run_warn(rankk, tmp
     proc = rankk("report", tmp_path / "root", "--qrels", f"dl2={tmp_path / 'given.txt'}")
     assert any(f"dl2: --qrels {tmp_path / 'given.txt'} is used" in w and "not read" in w
                for w in warnings(proc.stderr)), proc.stderr
+
+
+def test_latex_names_keep_their_escapes(rankk, tmp_path):
+    write(tmp_path, {"a\\b_c.trec": RUN, "base.trec": OTHER, "qrels.txt": QRELS,
+                     "root/dl/bm25.trec": OTHER, "root/dl/a\tb.trec": RUN, "root/dl/qrels.txt": QRELS})
+    proc = rankk("compare", tmp_path / "base.trec", tmp_path / "a\\b_c.trec", "--qrels", tmp_path / "qrels.txt",
+                 "--format", "latex")
+    assert r"a\textbackslash{}b\_c &" in proc.stdout, proc.stdout
+    proc = rankk("report", tmp_path / "root", "--latex", tmp_path / "t.tex", "-o", tmp_path / "t.md")
+    assert proc.returncode == 0, proc.stderr
+    assert r"a\textbackslash{}tb &" in (tmp_path / "t.tex").read_text()
