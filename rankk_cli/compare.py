@@ -112,7 +112,7 @@ def paired_test(a, b, test: str = "t", permutations: int = 10000, seed: int = 42
     else:
         raise ValueError(f"unknown test {test!r}; expected one of {', '.join(TESTS)}")
     p = float(p)
-    return 1.0 if math.isnan(p) else min(1.0, max(0.0, p))
+    return p if math.isnan(p) else min(1.0, max(0.0, p))  # no number from scipy: undefined, warned
 
 
 def correct(pvalues, method: str = "holm") -> np.ndarray:

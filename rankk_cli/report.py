@@ -487,7 +487,8 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
             adj = [float(p) for p in correct(raw, correction)]
             for s, vals, p in zip(others, series, adj):
                 rep.pvalues[(s, ds, m)] = p
-                why = undefined_test(b.to_numpy(), vals, test)
+                why = undefined_test(b.to_numpy(), vals, test) or ("the test returned no number" if math.isnan(p)
+                                                                    else None)
                 if why is not None:
                     warn(f"{ds}: {s} vs {baseline}, {m}: no p-value ({why}): no significance marker")
                 if p < alpha:

@@ -531,3 +531,12 @@ def test_latex_names_keep_their_escapes(rankk, tmp_path):
     proc = rankk("report", tmp_path / "root", "--latex", tmp_path / "t.tex", "-o", tmp_path / "t.md")
     assert proc.returncode == 0, proc.stderr
     assert r"a\textbackslash{}tb &" in (tmp_path / "t.tex").read_text()
+
+
+@pytest.mark.parametrize("method", ["prp", "rank1", "rankr1"])
+def test_methods_without_windows_warn_about_window_flags(rankk, tmp_path, method):
+    args = oracle_files(tmp_path)
+    proc = rankk(*args[:6], "--method", method, "--model", tmp_path / "no-model", "--dry-run", "--window", "2",
+                 "--passes", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert f"rankk: warning: --window, --passes ignored: method {method} does not use them" in warnings(proc.stderr)
