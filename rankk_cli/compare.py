@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from rankk_cli.errors import RankkError
+from rankk_cli.evaluate import UNDEFINED, cell
 
 TESTS = {"t": "paired t-test", "permutation": "paired randomisation test", "wilcoxon": "Wilcoxon signed-rank test"}
 CORRECTIONS = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg", "none": "no"}
@@ -70,41 +71,59 @@ def permutation_test(a, b, permutations: int = 10000, seed: int = 42) -> float:
     return (hits + 1) / (permutations + 1)
 
 
+def undefined_test(a, b, test: str = "t") -> str | None:
+    """Why the paired ``test`` of ``a`` and ``b`` has no p-value (None when it has one): fewer than two queries
+    (no test has a null distribution there), or a t-test of a constant non-zero difference (zero variance: t is
+    infinite, the p-value is not a number)."""
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    if len(d) < 2:
+        return f"n = {len(d)} {'query' if len(d) == 1 else 'queries'}, a paired test needs at least 2"
+    if np.all(np.abs(d) <= TIE_TOLERANCE):
+        return None  # no difference at all: p = 1
+    if test == "t" and np.all(np.abs(d - d[0]) <= TIE_TOLERANCE):
+        return (f"every per-query delta is {d[0]:+.4g}: zero variance, so the t statistic is infinite and its "
+                "p-value undefined")
+    return None
+
+
 def paired_test(a, b, test: str = "t", permutations: int = 10000, seed: int = 42) -> float:
     """Two-sided p-value that runs ``a`` and ``b`` (aligned per-query values) have the same mean.
 
-    Degenerate cases are defined, never NaN: no difference at all -> 1.0; a constant non-zero difference -> 0.0
-    for the t-test (zero variance, infinite t).
+    No difference at all (n >= 2) -> 1.0. Undefined (``undefined_test``: n < 2, or a t-test of a constant
+    non-zero difference) -> NaN: not significant, null in JSON, – in tables, and the commands warn.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired_test needs two aligned 1-d vectors, got shapes {a.shape} and {b.shape}")
     d = b - a
-    if len(d) == 0 or np.all(np.abs(d) <= TIE_TOLERANCE):
+    if undefined_test(a, b, test) is not None:
+        return float("nan")
+    if np.all(np.abs(d) <= TIE_TOLERANCE):
         return 1.0
     if test == "permutation":
         return permutation_test(a, b, permutations, seed)
     from scipy import stats
 
     if test == "t":
-        if len(d) < 2:
-            return 1.0
-        if np.all(d == d[0]):
-            return 0.0
         p = stats.ttest_rel(b, a).pvalue
     elif test == "wilcoxon":
         p = stats.wilcoxon(b, a).pvalue
     else:
         raise ValueError(f"unknown test {test!r}; expected one of {', '.join(TESTS)}")
     p = float(p)
-    return 1.0 if math.isnan(p) else min(1.0, max(0.0, p))
+    return p if math.isnan(p) else min(1.0, max(0.0, p))  # no number from scipy: undefined, warned
 
 
 def correct(pvalues, method: str = "holm") -> np.ndarray:
     """Corrected p-values: Holm's step-down or Bonferroni (family-wise error), Benjamini-Hochberg (false discovery
     rate, scipy's ``false_discovery_control``), or none; capped at 1."""
     p = np.asarray(pvalues, dtype=np.float64)
+    defined = ~np.isnan(p)
+    if not defined.all():  # an undefined test is no test: the family is the defined ones, NaN stays NaN
+        out = p.copy()
+        out[defined] = correct(p[defined], method)
+        return out
     m = len(p)
     if method == "none" or m == 0:
         return p.copy()
@@ -354,15 +373,21 @@ def plot_pairs(pairs: Sequence, measures: Sequence[str], rows: Sequence[Comparis
 
 def _p(value: float) -> str:
     if math.isnan(value):
-        return "nan"
+        return UNDEFINED
     return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
 
 
-def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
-        text = text.replace(a, b)
-    return text
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """Text for LaTeX: control characters escaped first (``cell``: never a broken row), then each special
+    character replaced in one pass (so ``\\``'s ``\\textbackslash{}`` keeps its braces)."""
+    return "".join(_LATEX.get(ch, ch) for ch in cell(text))
+
+
+_latex_escape = latex_escape
 
 
 TSV_COLUMNS = ["run", "baseline", "measure", "n", "baseline_mean", "mean", "delta", "effect_size", "ci_low",
@@ -387,13 +412,13 @@ def _json_row(r: ComparisonRow) -> dict:
 
 
 def _d(value: float) -> str:
-    return "nan" if math.isnan(value) else ("inf" if value == math.inf else "-inf" if value == -math.inf
+    return UNDEFINED if math.isnan(value) else ("inf" if value == math.inf else "-inf" if value == -math.inf
                                             else f"{value:+.2f}")
 
 
 def _ci(r: ComparisonRow, digits: int = 4) -> str:
     if math.isnan(r.ci_low):
-        return "nan"
+        return UNDEFINED
     return f"[{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}]"
 
 
@@ -431,7 +456,9 @@ def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None, runs: Se
         lines = ["\t".join(cols)]
         for r in rows:
             d = {**asdict(r), "run_letter": letter.get(r.run), "baseline_letter": letter.get(r.baseline)}
-            lines.append("\t".join(f"{d[c]:.6g}" if isinstance(d[c], float) else str(d[c]) for c in cols))
+            lines.append("\t".join((f"{d[c]:.6g}" if math.isfinite(d[c]) else UNDEFINED if math.isnan(d[c])
+                                    else f"{d[c]:.6g}") if isinstance(d[c], float)
+                                   else cell(str(d[c])) for c in cols))
         out.write("\n".join(lines) + "\n")
         return
     if not rows:
@@ -447,6 +474,8 @@ def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None, runs: Se
     from rich.console import Console
     from rich.table import Table
 
+    from rich.markup import escape
+
     console = Console(file=out, soft_wrap=True, width=None if getattr(out, "isatty", lambda: False)() else 240)
     if all_pairs:
         means = {(r.baseline, r.measure): r.baseline_mean for r in rows}
@@ -457,11 +486,12 @@ def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None, runs: Se
         for m in measures:
             summary.add_column(m, justify="right", no_wrap=True)
         for run in runs:
-            summary.add_row(letter[run], run, *(f"{means[(run, m)]:.4f}"
+            summary.add_row(letter[run], escape(cell(run)), *(f"{means[(run, m)]:.4f}"
                                                 + "".join(_SUPERSCRIPT[c] for c in better[(run, m)])
                                                 for m in measures))
         console.print(summary)
-    table = Table(title="all pairs" if all_pairs else f"baseline: {first.baseline}", caption=caption)
+    table = Table(title="all pairs" if all_pairs else f"baseline: {escape(cell(first.baseline))}",
+                  caption=escape(cell(caption)))
     columns = [("run", "left")] + ([("vs", "left")] if all_pairs else []) + [
         ("measure", "left"), ("vs mean" if all_pairs else "baseline", "right"), ("mean", "right"), ("Δ", "right"),
         ("95% CI", "right"), ("d", "right"), ("p", "right"), (f"p ({first.correction})", "right"),
@@ -470,7 +500,7 @@ def render(rows: list[ComparisonRow], fmt: str, alpha: float, out=None, runs: Se
         table.add_column(name, justify=justify, no_wrap=True)
     for r in rows:
         style = ("green" if r.delta > 0 else "red") if r.significant else None
-        lead = [r.run] + ([r.baseline] if all_pairs else [])
+        lead = [escape(cell(r.run))] + ([escape(cell(r.baseline))] if all_pairs else [])
         table.add_row(*lead, r.measure, f"{r.baseline_mean:.4f}", f"{r.mean:.4f}", f"{r.delta:+.4f}", _ci(r),
                       _d(r.effect_size), _p(r.p_value), _p(r.p_corrected), f"{r.wins}/{r.ties}/{r.losses}",
                       r.marker, style=style)
@@ -537,7 +567,8 @@ def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: 
                     exclude: Path | None = None) -> list[ComparisonRow]:
     from rankk_cli.errors import check_input_file, file_error
     from rankk_cli.outputs import check_not_input
-    from rankk_cli.evaluate import QrelsSource, evaluate_path, note, parse_measures, report_coverage
+    from rankk_cli.evaluate import (QrelsSource, evaluate_path, note, parse_measures, report_coverage, unique_names,
+                                    warn_qrels)
     from rankk_cli.runs import run_name
 
     if not 0.0 < alpha < 1.0:
@@ -549,8 +580,10 @@ def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: 
     if all_pairs and len(runs) + 1 > len(LETTERS):
         raise RankkError(f"--all-pairs: expected at most {len(LETTERS)} runs (one letter each), found "
                          f"{len(runs) + 1}")
-    if plot is not None and Path(plot).is_dir():
-        raise file_error(plot, None, "expected a PNG file name for --plot, found a directory")
+    if plot is not None:  # before any work, as -o and --latex elsewhere
+        from rankk_cli.outputs import check_output_path
+
+        check_output_path(plot, "--plot")
     parsed = parse_measures(measures)
     paths = [Path(baseline), *map(Path, runs)]
     for path in paths:
@@ -559,13 +592,7 @@ def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: 
     from rankk_cli.exclude import load_exclusions
 
     exclusions = load_exclusions(exclude)
-    names, taken = [], set()
-    for path in paths:
-        name = run_name(path)
-        if name in taken:
-            name = str(path)
-        taken.add(name)
-        names.append(name)
+    names = unique_names(paths)
     source = QrelsSource(qrels)
     # every run is read and scored before any note is printed: a bad run is then the only line on stderr
     results = [evaluate_path(path, source, parsed, run_queries_only=False, name=name, exclusions=exclusions)
@@ -583,8 +610,28 @@ def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: 
     else:
         rows = compare_results(results[0], results[1:], measure_names, test, correction, alpha, permutations, seed)
         pairs = [(results[0], other) for other in results[1:]]
+    warn_qrels(source.get(), qrels, parsed)
+    warn_undefined(rows, pairs, test)
     if plot is not None:
-        plot_pairs(pairs, measure_names, rows, plot)
+        try:
+            plot_pairs(pairs, measure_names, rows, plot)
+        except OSError as exc:
+            raise file_error(plot, None, "cannot write the output (--plot): "
+                             f"{' '.join(str(exc.strerror or exc).split())}") from None
         note(f"wrote {plot}")
     render(rows, fmt, alpha, runs=names if all_pairs else None)
     return rows
+
+
+def warn_undefined(rows: Sequence[ComparisonRow], pairs: Sequence, test: str) -> None:
+    """One warning per comparison whose p-value is undefined (``undefined_test``): not significant."""
+    from rankk_cli.evaluate import warn
+
+    by = {(b.run, o.run): (b, o) for b, o in pairs}
+    for r in rows:
+        if not math.isnan(r.p_value):
+            continue
+        b, o = by[(r.baseline, r.run)]
+        why = undefined_test(*_aligned(b, o, r.measure), test) or "the test returned no number"
+        warn(f"{r.run} vs {r.baseline}, {r.measure}: no p-value ({why}): not significant (null in JSON, – in "
+             "tables)")

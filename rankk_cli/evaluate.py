@@ -735,10 +735,7 @@ def evaluate_path(path: str | Path, qrels: QrelsSource, measures: list, run_quer
     result = evaluate(run, qrels.get(), measures, run_queries_only)
     if dropped is not None:
         result.excluded, result.excluded_queries = dropped.pairs, dropped.queries
-    try:
-        store.put(CACHE_STAGE, key, _to_table(result))
-    except OSError as exc:
-        warn(f"could not write the eval cache ({exc}); results are not cached")
+    store.put(CACHE_STAGE, key, _to_table(result))  # a cache it cannot write: one warning naming RANKK_CACHE
     return result
 
 
@@ -754,16 +751,80 @@ def report_coverage(result: EvalResult, qrels_spec: str, run_queries_only: bool,
              f"and are ignored ({ex})")
     if result.missing_qids and not run_queries_only:
         ex = ", ".join(result.missing_qids[:5]) + (", ..." if len(result.missing_qids) > 5 else "")
-        note(f"{result.run}: {len(result.missing_qids)} judged queries are missing from the run and count as 0 "
-             f"(trec_eval -c; --run-queries-only to skip them): {ex}")
+        warn(f"{result.run}: {len(result.missing_qids)} of {len(result.qids)} judged queries are missing from the "
+             f"run and count as 0 (trec_eval -c; --run-queries-only to skip them): {ex}")
+    elif result.missing_qids and result.qids:  # averaged over fewer queries than the qrels judge: say so
+        warn(f"{result.run}: the mean is over the run's {len(result.qids)} judged queries only (--run-queries-only); "
+             f"{len(result.missing_qids)} judged queries of {qrels_spec} are not in the run")
+
+
+def _examples(items: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+
+
+def warn_qrels(qrels: Qrels, spec: str, measures: Sequence) -> None:
+    """Warnings about qrels that make numbers over them hollow: nothing relevant at all, judged queries without a
+    relevant judgement (their relevance measures are 0 whatever the run does), and a measure whose ``rel=``
+    threshold is above every grade (0 for every query)."""
+    nq = len(qrels.qids)
+    top = int(qrels.grade.max()) if len(qrels.grade) else 0
+    if top <= 0:
+        warn(f"{spec}: no judgement has a grade above 0 ({len(qrels.grade)} judgements of {nq} queries): nothing "
+             "is relevant, so nDCG, AP, recall, precision and RR are 0 for every query")
+    else:
+        relevant = np.bincount(qrels.qidx, weights=(qrels.grade > 0).astype(float), minlength=nq)
+        none = [q for q, c in zip(qrels.qids, relevant) if c == 0]
+        if none:
+            warn(f"{spec}: {len(none)} of {nq} judged queries have no relevant judgement (grade > 0), so their "
+                 f"nDCG, AP, recall, precision and RR are 0 whatever the run: {_examples(none)}")
+    for m in measures:
+        rel = dict(getattr(m, "params", {}) or {}).get("rel")
+        if isinstance(rel, (int, float)) and top > 0 and rel > top:
+            warn(f"-m {m}: rel={rel:g} is above every grade in {spec} (highest {top}): nothing counts as "
+                 "relevant, so it is 0 for every query")
+
+
+def warn_empty_mean(result: EvalResult, qrels_spec: str, run_queries_only: bool) -> None:
+    """The mean over zero queries cannot be computed: say so (the value is null in JSON, – in tables)."""
+    if result.qids:
+        return
+    why = ("no query of the run is judged in " if run_queries_only else "no judged query in ") + str(qrels_spec)
+    warn(f"{result.run}: the mean is over zero queries ({why}): every value is undefined (null in JSON, – in "
+         "tables)")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # rendering
 
 
+UNDEFINED = "–"  # a number that cannot be computed, in tables and TSV (null in JSON)
+
+
 def _fmt(value: float) -> str:
-    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+    return UNDEFINED if value is None or not math.isfinite(float(value)) else f"{value:.4f}"
+
+
+def finite(value):
+    """JSON has no NaN or infinity: such a number is null there."""
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def cell(text: str) -> str:
+    """A name in one TSV field or table cell: tab, newline, carriage return and other control characters escaped
+    (``\\t``, ``\\n``, ``\\x1b``), so a file name never breaks the row (Markdown also escapes ``|``)."""
+    out = []
+    for ch in str(text):
+        if ch == "\t":
+            out.append("\\t")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def _trec_value(name: str, value: float) -> str:
@@ -794,7 +855,11 @@ def render_trec(results: list[EvalResult], measures: list, per_query: bool, out)
     out.write("\n".join(lines) + ("\n" if lines else ""))
 
 
-def render(results: list[EvalResult], fmt: str, per_query: bool, out=None, parsed: list | None = None) -> None:
+AVERAGING = {False: "trec_eval -c", True: "run queries only"}  # eval JSON's "averaging": the queries averaged
+
+
+def render(results: list[EvalResult], fmt: str, per_query: bool, out=None, parsed: list | None = None,
+           run_queries_only: bool = False) -> None:
     """The results on ``out``; with --exclude every format but trec also says, per run, how many (qid, docid)
     pairs were dropped (json: an ``excluded`` key on each aggregate row; tsv and table: an ``excluded`` column)."""
     out = out or sys.stdout
@@ -809,28 +874,31 @@ def render(results: list[EvalResult], fmt: str, per_query: bool, out=None, parse
             if per_query:
                 for i, qid in enumerate(r.qids):
                     for j, m in enumerate(r.measures):
-                        rows.append({"run": r.run, "qid": qid, "measure": m, "value": float(r.values[i, j])})
+                        rows.append({"run": r.run, "qid": qid, "measure": m, "value": finite(float(r.values[i, j]))})
             for m in r.measures:
-                row = {"run": r.run, "measure": m, "value": r.aggregates[m]}
+                row = {"run": r.run, "measure": m, "value": finite(r.aggregates[m])}
                 if per_query:
-                    row = {"run": r.run, "qid": "all", "measure": m, "value": r.aggregates[m]}
+                    row = {"run": r.run, "qid": "all", "measure": m, "value": finite(r.aggregates[m])}
+                row["n"] = len(r.qids)
+                row["averaging"] = AVERAGING[run_queries_only]
                 if excl:
                     row["excluded"] = r.excluded
                 rows.append(row)
-        out.write(json.dumps(rows, indent=1 if len(rows) < 200 else None) + "\n")
+        out.write(json.dumps(rows, indent=1 if len(rows) < 200 else None, allow_nan=False) + "\n")
         return
     if fmt == "tsv":
         tail = "\texcluded" if excl else ""
         lines = [("run\tqid\tmeasure\tvalue" if per_query else "run\tmeasure\tvalue") + tail]
         for r in results:
             x = f"\t{r.excluded}" if excl else ""
+            name = cell(r.run)
             if per_query:
                 for i, qid in enumerate(r.qids):
                     for j, m in enumerate(r.measures):
-                        lines.append(f"{r.run}\t{qid}\t{m}\t{_fmt(r.values[i, j])}" + ("\t" if excl else ""))
-                lines.extend(f"{r.run}\tall\t{m}\t{_fmt(r.aggregates[m])}{x}" for m in r.measures)
+                        lines.append(f"{name}\t{qid}\t{m}\t{_fmt(r.values[i, j])}" + ("\t" if excl else ""))
+                lines.extend(f"{name}\tall\t{m}\t{_fmt(r.aggregates[m])}{x}" for m in r.measures)
             else:
-                lines.extend(f"{r.run}\t{m}\t{_fmt(r.aggregates[m])}{x}" for m in r.measures)
+                lines.extend(f"{name}\t{m}\t{_fmt(r.aggregates[m])}{x}" for m in r.measures)
         out.write("\n".join(lines) + "\n")
         return
     from rich.console import Console
@@ -844,15 +912,18 @@ def render(results: list[EvalResult], fmt: str, per_query: bool, out=None, parse
         table.add_column(m, justify="right")
     if excl:
         table.add_column("excluded", justify="right")
+    from rich.markup import escape
+
     for r in results:
         x = [str(r.excluded)] if excl else []
+        name = escape(cell(r.run))
         if per_query:
             for i, qid in enumerate(r.qids):
-                table.add_row(r.run, qid, *(_fmt(v) for v in r.values[i]), *([""] if excl else []))
-            table.add_row(r.run, "all", *(_fmt(r.aggregates[m]) for m in r.measures), *x, style="bold",
+                table.add_row(name, qid, *(_fmt(v) for v in r.values[i]), *([""] if excl else []))
+            table.add_row(name, "all", *(_fmt(r.aggregates[m]) for m in r.measures), *x, style="bold",
                           end_section=True)
         else:
-            table.add_row(r.run, *(_fmt(r.aggregates[m]) for m in r.measures), *x)
+            table.add_row(name, *(_fmt(r.aggregates[m]) for m in r.measures), *x)
     tty = getattr(out, "isatty", lambda: False)()
     Console(file=out, soft_wrap=True, width=None if tty else 500).print(table)
 
@@ -881,16 +952,17 @@ def eval_command(runs: Sequence[Path], qrels: str, measures: Sequence[str] | Non
         check_input_file(path, "run file")
     exclusions = load_exclusions(exclude)
     source = QrelsSource(qrels)
-    names: set = set()
+    names = unique_names(runs)
     # every run is read and scored before any note is printed: a bad run is then the only line on stderr
-    results = [evaluate_path(path, source, parsed, run_queries_only, no_cache, name=_unique_name(Path(path), names),
-                             exclusions=exclusions)
-               for path in runs]
+    results = [evaluate_path(path, source, parsed, run_queries_only, no_cache, name=name, exclusions=exclusions)
+               for path, name in zip(runs, names)]
     for result in results:
         if result.cached:
             note(f"{result.run}: reused cached results (--no-cache to recompute)")
         report_coverage(result, qrels, run_queries_only, exclusions)
-    render(results, fmt, per_query, parsed=parsed)
+        warn_empty_mean(result, qrels, run_queries_only)
+    warn_qrels(source.get(), qrels, parsed)
+    render(results, fmt, per_query, parsed=parsed, run_queries_only=run_queries_only)
     if expect is None:
         return 0
     sys.stdout.flush()
@@ -903,11 +975,17 @@ def eval_command(runs: Sequence[Path], qrels: str, measures: Sequence[str] | Non
     return 0
 
 
-def _unique_name(path: Path, taken: set) -> str:
+def unique_names(paths: Sequence) -> list[str]:
+    """The runs' display names (the JSON ``run`` key): the file name without its suffix; when two runs share
+    it, each of them is named by its path as given instead; a run given again keeps its name with `` (2)``, `` (3)``
+    after it (a run compared with itself)."""
     from rankk_cli.runs import run_name
 
-    name = run_name(path)
-    if name in taken:
-        name = str(path)
-    taken.add(name)
-    return name
+    base = [run_name(Path(p)) for p in paths]
+    given = [os.path.normpath(str(p)) for p in paths]
+    names = [g if len({gg for gg, bb in zip(given, base) if bb == b}) > 1 else b for g, b in zip(given, base)]
+    out, seen = [], {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out

@@ -234,7 +234,9 @@ def build_index(corpus: str | Path, dest: str | Path, threads: int = 2,
     corpus = Path(corpus).resolve()
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".building", dir=dest.parent))
+    remove_stale_builds(dest.parent)
+    # the pid in the name tells a later run whether the builder is still alive (remove_stale_builds)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".building", dir=dest.parent))
     try:
         # IndexCollection reads every file of a folder: give it a folder holding just this corpus.
         inp = work / "input"
@@ -288,6 +290,46 @@ def build_index(corpus: str | Path, dest: str | Path, threads: int = 2,
         return counters
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+STALE_BUILD_SECONDS = 24 * 3600  # a build folder without a pid in its name: removed once this old
+
+
+def remove_stale_builds(folder: Path) -> int:
+    """Remove ``.<digest>.<pid>.<random>.building`` folders whose builder process is gone (killed by SIGKILL, a
+    crash, a power cut), and older unnamed ones after a day; one ``rankk:`` line says how many. Returns it."""
+    removed = 0
+    try:
+        entries = list(Path(folder).glob(".*.building"))
+    except OSError:
+        return 0
+    for path in entries:
+        if not path.is_dir():
+            continue
+        parts = path.name.split(".")  # ['', digest, pid, random, 'building'] or ['', digest, random, 'building']
+        pid = int(parts[2]) if len(parts) == 5 and parts[2].isdigit() else None
+        if pid is not None:
+            if pid == os.getpid():
+                continue
+            try:
+                os.kill(pid, 0)
+                continue  # alive: another rankk building right now
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # alive, another user's
+        else:
+            try:
+                if time.time() - path.stat().st_mtime < STALE_BUILD_SECONDS:
+                    continue
+            except OSError:
+                continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += not path.exists()
+    if removed:
+        sys.stderr.write(f"rankk: removed {removed} unfinished index build folder(s) left in {folder} by a run "
+                         "that was killed\n")
+    return removed
 
 
 def is_lucene_index(path: str | Path) -> bool:

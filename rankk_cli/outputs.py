@@ -34,8 +34,33 @@ def check_output_path(path: str | Path, flag: str) -> None:
     if not anc.is_dir():
         raise file_error(path, None, f"expected {anc} to be a directory ({flag}), found "
                          f"{'a file' if anc.exists() else 'nothing'}")
+    if _read_only_fs(anc):
+        raise file_error(path, None, f"cannot write in {anc} ({flag}): it is on a read-only file system")
     if not os.access(anc, os.W_OK | os.X_OK):
-        raise file_error(path, None, f"cannot write in {anc} ({flag}): permission denied")
+        raise file_error(path, None, f"cannot write in {anc} ({flag}): the folder is read-only for this user "
+                         "(no write permission)")
+    limit = _name_max(anc) - TEMP_NAME_EXTRA
+    if len(os.fsencode(path.name)) > limit:
+        raise file_error(path, None, f"expected a file name ({flag}) of at most {limit} bytes (rankk writes "
+                         f"through a temp file named beside it, {TEMP_NAME_EXTRA} bytes longer, and the file system "
+                         f"allows {limit + TEMP_NAME_EXTRA}), found {len(os.fsencode(path.name))}")
+
+
+TEMP_NAME_EXTRA = 24  # the longest temp/backup name beside an output: '.rankk-<12 hex>-old-NAME' (_backup)
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def check_outputs(paths: dict[str, Path | None]) -> None:

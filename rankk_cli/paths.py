@@ -18,6 +18,30 @@ def cache_root() -> Path:
     return root
 
 
+def cache_label() -> str:
+    """How messages name the cache root: ``RANKK_CACHE=DIR`` (or the default path when the variable is unset)."""
+    env = os.environ.get("RANKK_CACHE")
+    return f"RANKK_CACHE={env}" if env else f"{Path.home() / '.cache' / 'rankk'} (the default RANKK_CACHE)"
+
+
+def in_cache(filename) -> bool:
+    """Whether ``filename`` (an OSError's) lies in the cache root."""
+    if not filename:
+        return False
+    try:
+        root = os.path.abspath(cache_root())
+        return os.path.commonpath([root, os.path.abspath(str(filename))]) == root
+    except Exception:  # noqa: BLE001 - a path on another drive, a RANKK_CACHE that is a file
+        return False
+
+
+def cache_error_text(exc: OSError) -> str:
+    """The one line for a cache write that failed: names RANKK_CACHE and says what to do."""
+    what = " ".join(str(exc.strerror or exc).split())
+    return (f"{cache_label()}: cannot write rankk's cache ({what}: {exc.filename}); point RANKK_CACHE at a "
+            "writable directory")
+
+
 def data_root() -> Path:
     """The shared test collections: $RANKK_DATA, else ../shared/data beside the repo checkout."""
     env = os.environ.get("RANKK_DATA")

@@ -60,20 +60,62 @@ def discover(root: Path, skip: Sequence[Path] = ()) -> dict[str, dict[str, Path]
         raise RankkError(f"{root}: expected a report folder DIR/<dataset>/<system>.trec, found "
                          f"{'a file' if root.exists() else 'nothing'}")
     found: dict[str, dict[str, Path]] = {}
+    unread_dirs: list[Path] = []  # folders below DIR/<dataset>/, and dataset folders without a run
+    unread_files: list[Path] = []  # files directly in DIR, files in DIR/<dataset>/ that are no run
+    orphans: list[Path] = []  # windows files without their run beside them
+    for entry in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        if not entry.is_dir():
+            if os.path.realpath(entry) not in skipped:
+                unread_files.append(entry)
     for ds_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         runs = {}
-        for path in sorted(ds_dir.iterdir()):
+        entries = sorted(ds_dir.iterdir())
+        for path in entries:
             if _is_run(path) and os.path.realpath(path) not in skipped:
                 system = run_name(path)
                 if system in runs:
                     raise RankkError(f"{path}: system {show(system)} appears twice in {ds_dir} "
                                      f"(also {runs[system].name})")
                 runs[system] = path
+        run_paths = {p.name for p in runs.values()}
+        for path in entries:
+            if path.name.startswith(".") or path in runs.values() or os.path.realpath(path) in skipped:
+                continue
+            if path.is_dir():
+                unread_dirs.append(path)
+            elif path.name.endswith(WINDOWS_SUFFIX):
+                if path.name[: -len(WINDOWS_SUFFIX)] not in run_paths:
+                    orphans.append(path)
+            elif not path.name.startswith("qrels"):
+                unread_files.append(path)
         if runs:
             found[ds_dir.name] = runs
+        else:
+            unread_dirs.append(ds_dir)
     if not found:
         raise RankkError(f"{root}: expected run files in DIR/<dataset>/<system>.trec, found none")
+    if unread_dirs:
+        unread_dirs.sort()
+        warn(f"report: {len(unread_dirs)} folder(s) under {root} not read (runs are read from "
+             f"DIR/<dataset>/<system>.trec only, one level deep): {_listed(unread_dirs)}")
+    if unread_files:
+        warn(f"report: {len(unread_files)} file(s) under {root} not read (not a run, qrels or windows file in "
+             f"DIR/<dataset>/; run suffixes: {', '.join(RUN_SUFFIXES)}): {_listed(unread_files)}")
+    if orphans:
+        warn(f"report: {len(orphans)} windows file(s) have no run beside them and are not counted: "
+             f"{_listed(orphans)}")
     return found
+
+
+def _listed(items: Sequence, limit: int = 5) -> str:
+    shown = ", ".join(show(str(p), 200)[1:-1] if not str(p).isprintable() else str(p) for p in items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def warn(message: str) -> None:
+    from rankk_cli.evaluate import warn as _warn
+
+    _warn(message)
 
 
 def parse_qrels_specs(specs: Sequence[str], datasets: Sequence[str], root: Path) -> dict[str, str]:
@@ -87,12 +129,18 @@ def parse_qrels_specs(specs: Sequence[str], datasets: Sequence[str], root: Path)
             raise RankkError(f"--qrels: no dataset {name!r} in {root} (datasets: {', '.join(datasets)})")
         out[name] = value
     for ds in datasets:
-        if ds not in out:
-            local = sorted(p for p in (Path(root) / ds).glob("qrels*") if p.is_file())
-            if not local:
-                raise RankkError(f"--qrels: expected qrels for dataset {ds!r}: pass --qrels {ds}=FILE or put "
-                                 f"{Path(root) / ds / 'qrels.txt'}")
-            out[ds] = str(local[0])
+        local = sorted(p for p in (Path(root) / ds).glob("qrels*") if p.is_file())
+        if ds in out:
+            if local:
+                warn(f"report: {ds}: --qrels {out[ds]} is used; {_listed(local)} in the folder not read")
+            continue
+        if not local:
+            raise RankkError(f"--qrels: expected qrels for dataset {ds!r}: pass --qrels {ds}=FILE or put "
+                             f"{Path(root) / ds / 'qrels.txt'}")
+        if len(local) > 1:
+            warn(f"report: {ds}: {len(local)} qrels files in the folder, {local[0].name} is used and "
+                 f"{_listed([p.name for p in local[1:]])} not read (pass --qrels {ds}=FILE to choose)")
+        out[ds] = str(local[0])
     return out
 
 
@@ -301,22 +349,17 @@ class Report:
                 "over datasets from the rerank windows files.")
 
     def to_markdown(self) -> str:
-        head = ["system"] + [f"{ds} {m}" for ds in self.datasets for m in self.measures] + list(COST_COLUMNS)
+        head = ["system"] + [f"{_md(ds)} {m}" for ds in self.datasets for m in self.measures] + list(COST_COLUMNS)
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
         for s, cells, cost in self.rows():
-            name = f"{s} (baseline)" if s == self.baseline else s
+            name = f"{_md(s)} (baseline)" if s == self.baseline else _md(s)
             shown = [f"**{t}**" if best else t for t, best in cells]
             lines.append("| " + " | ".join([name] + shown + cost) + " |")
         lines += ["", self.legend()] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
     def to_latex(self) -> str:
-        def esc(text: str) -> str:
-            for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                         ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"),
-                         ("^", r"\textasciicircum{}")):
-                text = text.replace(a, b)
-            return text
+        from rankk_cli.compare import latex_escape as esc
 
         def cell(text: str, best: bool) -> str:
             mark = ""
@@ -344,11 +387,34 @@ class Report:
         return "% " + legend + "\n" + "\n".join(out) + "\n"
 
     def to_dict(self) -> dict:
-        return {"datasets": self.datasets, "measures": self.measures, "systems": self.systems,
-                "baseline": self.baseline,
-                "values": {f"{s}|{d}|{m}": v for (s, d, m), v in self.values.items()},
-                "pvalues": {f"{s}|{d}|{m}": p for (s, d, m), p in self.pvalues.items()},
-                "cost": self.cost, "notes": self.notes, "excluded": self.excluded}
+        """``rankk report --format json``: one object per system (``values``/``pvalues``/``markers`` nested as
+        dataset -> measure -> number; the baseline has no pvalues; a number that cannot be computed is null),
+        its cost (null without a windows file), and the test settings, queries averaged per dataset and notes."""
+        from rankk_cli.evaluate import finite
+
+        systems = []
+        for s in self.systems:
+            row = {"system": s, "baseline": s == self.baseline, "values": {}, "pvalues": {}, "markers": {},
+                   "cost": self.cost.get(s)}
+            for ds in self.datasets:
+                for m in self.measures:
+                    if (s, ds, m) in self.values:
+                        row["values"].setdefault(ds, {})[m] = finite(float(self.values[(s, ds, m)]))
+                    if (s, ds, m) in self.pvalues:
+                        row["pvalues"].setdefault(ds, {})[m] = finite(float(self.pvalues[(s, ds, m)]))
+                        row["markers"].setdefault(ds, {})[m] = {BETTER: "better", WORSE: "worse"}.get(
+                            self.markers.get((s, ds, m), ""))
+            systems.append(row)
+        return {"datasets": self.datasets, "measures": self.measures, "baseline": self.baseline,
+                "test": self.test, "correction": self.correction, "alpha": self.alpha,
+                "queries": self.queries, "systems": systems, "notes": self.notes, "excluded": self.excluded}
+
+
+def _md(text: str) -> str:
+    """A name in a Markdown table cell: control characters escaped (``\\t``, ``\\n``) and ``|`` as ``\\|``."""
+    from rankk_cli.evaluate import cell
+
+    return cell(text).replace("|", "\\|")
 
 
 def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence[str] = ("nDCG@10",),
@@ -356,8 +422,8 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
                  no_cache: bool = False, test: str = "t", exclude: Sequence[str] = ()) -> Report:
     """``exclude``: ``FILE`` (every dataset) or ``DATASET=FILE`` specs (``rankk_cli.exclude``): those (qid, docid)
     pairs are dropped from every run of the dataset before scoring, and the counts noted under the table."""
-    from rankk_cli.compare import correct, paired_test
-    from rankk_cli.evaluate import QrelsSource, evaluate_path, parse_measures
+    from rankk_cli.compare import correct, paired_test, undefined_test
+    from rankk_cli.evaluate import QrelsSource, evaluate_path, parse_measures, warn_qrels
     from rankk_cli.exclude import load_exclusions
 
     if correction not in ("holm", "bonferroni", "none"):
@@ -382,9 +448,16 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
         raise RankkError(f"--baseline: no system {baseline!r} in {root} (systems: {', '.join(systems)})")
     # baseline first, the others in name order
     systems = [baseline] + [s for s in systems if s != baseline]
+    absent = [f"{s} in {ds}" for s in systems for ds in datasets if s not in found[ds]]
+    if absent:
+        warn(f"report: {len(absent)} system/dataset cell group(s) have no run (– in the table; cost summed over "
+             f"the datasets a system has): {_listed(absent)}")
     rep = Report(datasets, names, systems, baseline, alpha=alpha, correction=correction, test=test)
     # the windows files are read (and their schema checked) before any evaluation: a bad one fails fast
     windows = {(s, ds): windows_table(runs[s]) for ds, runs in found.items() for s in runs}
+    for (s, ds), df in windows.items():
+        if df is not None:
+            _check_windows_match(found[ds][s], df)
 
     for ds, runs in found.items():
         source = QrelsSource(qrels[ds])
@@ -397,6 +470,8 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
                              f"{len(excl)} listed): " + ", ".join(f"{s} {n}" for s, n in rep.excluded[ds].items()))
         any_result = next(iter(results.values()))
         rep.queries[ds] = len(any_result.qids)
+        _warn_coverage(ds, results, qrels[ds])
+        warn_qrels(source.get(), f"{ds} qrels {qrels[ds]}", parsed)
         for s, res in results.items():
             for m in names:
                 rep.values[(s, ds, m)] = res.aggregates[m]
@@ -412,6 +487,10 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
             adj = [float(p) for p in correct(raw, correction)]
             for s, vals, p in zip(others, series, adj):
                 rep.pvalues[(s, ds, m)] = p
+                why = undefined_test(b.to_numpy(), vals, test) or ("the test returned no number" if math.isnan(p)
+                                                                    else None)
+                if why is not None:
+                    warn(f"{ds}: {s} vs {baseline}, {m}: no p-value ({why}): no significance marker")
                 if p < alpha:
                     rep.markers[(s, ds, m)] = BETTER if vals.mean() > b.to_numpy().mean() else WORSE
 
@@ -435,6 +514,54 @@ def build_report(root: Path, qrels_specs: Sequence[str] = (), measures: Sequence
                                  "wrote them: their tokens and seconds are the original call's, but 'engine calls' "
                                  "counts only calls that run made")
     return rep
+
+
+def _warn_coverage(ds: str, results: dict, qrels_spec: str) -> None:
+    """What ``rankk eval`` says about a run's queries, per dataset and system: a run none of whose queries is
+    judged (qrels of another dataset?), run queries without judgements (ignored), judged queries the run lacks
+    (counted as 0, trec_eval -c)."""
+    for s, res in results.items():
+        judged_in_run = len(res.qids) - len(res.missing_qids)
+        n_run = judged_in_run + len(res.unjudged_run_qids)
+        where = f"{ds}/{s}"
+        if judged_in_run == 0:
+            warn(f"{where}: none of the run's {n_run} queries is judged in {qrels_spec} (qrels of another "
+                 f"dataset?): all its {len(res.qids)} judged queries count as 0")
+            continue
+        if res.unjudged_run_qids:
+            warn(f"{where}: {len(res.unjudged_run_qids)} of the run's {n_run} queries have no judgements in "
+                 f"{qrels_spec} and are ignored ({_listed(res.unjudged_run_qids)})")
+        if res.missing_qids:
+            warn(f"{where}: {len(res.missing_qids)} of {len(res.qids)} judged queries are missing from the run and "
+                 f"count as 0 (trec_eval -c): {_listed(res.missing_qids)}")
+
+
+def _check_windows_match(run_path: Path, df) -> None:
+    """A windows file must describe the run beside it: its queries are the run's, and the documents each window
+    shows are in the run's ranking of that query. One warning (how many) when not -- a windows file copied from
+    another run or dataset credits its cost to the wrong system."""
+    from rankk_cli.runs import read_run
+
+    wpath = str(run_path) + WINDOWS_SUFFIX
+    if not len(df):
+        return
+    run = read_run(run_path)
+    docs = run.df.groupby("qid", sort=False)["docid"].agg(set).to_dict()
+    wq = list(dict.fromkeys(df["qid"]))
+    foreign = [q for q in wq if q not in docs]
+    if foreign:
+        warn(f"{wpath}: {len(foreign)} of its {len(wq)} queries are not in {run_path.name} (a windows file of "
+             f"another run or dataset?); its cost is counted for this system anyway: {_listed(foreign)}")
+        return
+    if "docids" in df:
+        bad = 0
+        for q, ids in zip(df["qid"], df["docids"]):
+            if ids is not None and not set(map(str, ids)) <= docs.get(q, set()):
+                bad += 1
+        if bad:
+            warn(f"{wpath}: {bad} of its {len(df)} windows show documents that are not in {run_path.name}'s "
+                 "ranking of that query (a windows file of another run?); its cost is counted for this system "
+                 "anyway")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -510,8 +637,10 @@ def render_plot(rep: Report) -> bytes:
 def report_command(root: Path, qrels: Sequence[str] = (), measures: Sequence[str] = ("nDCG@10",),
                    baseline: str | None = None, alpha: float = 0.05, correction: str = "holm",
                    output: Path | None = None, latex: Path | None = None, plot_path: Path | None = None,
-                   no_cache: bool = False, test: str = "t", exclude: Sequence[str] = ()) -> Report:
-    """Every output path is checked before any work; the files are written together or not at all."""
+                   no_cache: bool = False, test: str = "t", exclude: Sequence[str] = (),
+                   fmt: str = "markdown") -> Report:
+    """Every output path is checked before any work; the files are written together or not at all. ``fmt``
+    json: ``Report.to_dict`` on stdout (whether or not -o writes the Markdown)."""
     from rankk_cli.outputs import check_not_input
 
     outputs = {"-o/--output": output, "--latex": latex, "--plot": plot_path}
@@ -533,7 +662,11 @@ def report_command(root: Path, qrels: Sequence[str] = (), measures: Sequence[str
         png = render_plot(rep)
         items.append((Path(plot_path), lambda tmp: tmp.write_bytes(png)))
     commit_outputs(items)
-    if output is None:
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps(rep.to_dict(), indent=1, allow_nan=False, ensure_ascii=False) + "\n")
+    elif output is None:
         sys.stdout.write(md)
     return rep
 

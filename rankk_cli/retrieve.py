@@ -100,9 +100,12 @@ def _topics_identity(spec: str) -> dict:
 
 def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, index: str | None = None,
                      k: int = 1000, k1: float = 0.9, b: float = 0.4, threads: int = 2, no_cache: bool = False,
-                     console: Console | None = None) -> Run:
-    """Run BM25 for every topic and write ``output``. Returns the Run that was written."""
+                     console: Console | None = None, fmt: str = "table") -> Run:
+    """Run BM25 for every topic and write ``output``. Returns the Run that was written. ``fmt`` json: one summary
+    object on stdout (``_summary``) once the output is written; the progress lines stay on stderr."""
     console = console or Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+    if fmt not in ("table", "json"):
+        raise RankkError(f"--format: expected one of table, json, found {fmt!r}")
     _check_options(corpus, index, k, k1, b, threads)
     check_output_path(output, "-o/--output")  # before any work: a bad -o is not found after indexing
     check_not_input(output, "-o/--output", [corpus, topics])
@@ -127,6 +130,13 @@ def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, i
             console.print(f"rankk: reused cached result for BM25 k1={k1:g} b={b:g} k={k} "
                           f"({run.df['qid'].nunique()} queries, {len(run)} hits; --no-cache recomputes) "
                           f"-> {output}")
+            empty = list(run.meta.get("queries_without_hits") or [])
+            if empty:  # said again from the cache: never silent the second time
+                shown = ", ".join(empty[:10]) + (f" ... ({len(empty)} in all)" if len(empty) > 10 else "")
+                console.print(f"rankk: warning: {len(empty)} of {len(queries)} queries returned no hits: {shown}",
+                              style="yellow")
+            if fmt == "json":
+                _summary(run, output, len(queries), cached=True, seconds=None)
             return run
 
     from rankk_cli import lucene
@@ -174,7 +184,22 @@ def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, i
     cache.put(STAGE, key, run_to_table(run))
     console.print(f"rankk: BM25 k1={k1:g} b={b:g}: {len(rankings)} queries, {len(run)} hits (k={k}) in {seconds:.1f} s "
                   f"({len(queries) / max(seconds, 1e-9):.1f} queries/s, {threads} threads) -> {output} [tag {tag}]")
+    if fmt == "json":
+        _summary(run, output, len(queries), cached=False, seconds=round(seconds, 3))
     return run
+
+
+def _summary(run: Run, output: Path, topics: int, cached: bool, seconds: float | None) -> None:
+    """``rankk retrieve --format json``: what was written, as one JSON object on stdout."""
+    import json
+    import sys
+
+    meta = run.meta
+    empty = list(meta.get("queries_without_hits") or [])
+    sys.stdout.write(json.dumps({
+        "output": str(output), "tag": meta.get("tag"), "topics": topics, "queries": int(run.df["qid"].nunique()),
+        "hits": len(run), "queries_without_hits": empty, "k": meta.get("k"), "k1": meta.get("k1"),
+        "b": meta.get("b"), "index": meta.get("index"), "cached": cached, "seconds": seconds}, indent=1) + "\n")
 
 
 def _run_from_table(table, output: Path) -> Run:

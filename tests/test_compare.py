@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import json
 import random
 
@@ -67,12 +68,18 @@ def test_permutation_monte_carlo_agrees_with_an_independent_loop_and_is_seeded()
     assert 0 < p < 1
 
 
-def test_degenerate_cases_are_defined():
+def test_degenerate_cases_are_defined_or_undefined_never_a_made_up_number():
     a = np.array([0.2, 0.5, 0.7])
     for test in ("t", "wilcoxon", "permutation"):
-        assert paired_test(a, a.copy(), test) == 1.0
-        assert paired_test(np.array([]), np.array([]), test) == 1.0
-    assert paired_test(a, a + 0.25, "t") == 0.0  # constant shift: zero variance, t infinite
+        assert paired_test(a, a.copy(), test) == 1.0  # no difference at all
+        # fewer than two queries: no test has a null distribution (issue 15: not p = 1.0)
+        assert math.isnan(paired_test(np.array([]), np.array([]), test))
+        assert math.isnan(paired_test(a[:1], a[:1] + 0.3, test))
+    # constant shift: zero variance, t infinite -- undefined, not p = 0.0 "significant"
+    assert math.isnan(paired_test(a, a + 0.25, "t"))
+    assert 0 < paired_test(a, a + 0.25, "permutation") <= 1  # defined for the sign-flip test
+    assert list(correct([0.01, float("nan"), 0.02], "holm")[[0, 2]]) == pytest.approx([0.02, 0.02])
+    assert math.isnan(correct([0.01, float("nan")], "bonferroni")[1])
     assert win_tie_loss(a, a) == (0, 3, 0)
     assert win_tie_loss(a, np.array([0.3, 0.5, 0.1])) == (1, 1, 1)
 

@@ -189,7 +189,7 @@ def test_cli_json_per_query_and_cache(tmp_path, rankk):
     assert second.returncode == 0, second.stderr
     assert "reused cached results" in second.stderr
     summary = json.loads(second.stdout)
-    assert [set(r) for r in summary] == [{"run", "measure", "value"}] * 2
+    assert [set(r) for r in summary] == [{"run", "measure", "value", "n", "averaging"}] * 2  # issue 15: n, mode
     assert {r["measure"]: r["value"] for r in summary} == {r["measure"]: r["value"] for r in rows if r["qid"] == "all"}
     third = rankk(*args, "--no-cache")
     assert "reused cached" not in third.stderr and json.loads(third.stdout) == summary

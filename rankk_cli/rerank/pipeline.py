@@ -188,10 +188,13 @@ def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name
 
     method = METHODS.get(method_name)(config, **(method_options or {}))
     items = build_queries(run, texts, queries, config.depth, truncate_fn)
+    for line in method.input_warnings([q for q, _t, _c in items]):
+        sys.stderr.write(f"rankk: warning: {line}\n")
     planned = [method.planned_windows(len(c)) for _q, _t, c in items]
     total = None if any(p is None for p in planned) else sum(planned)
     t0 = time.perf_counter()
-    with _progress(progress and dry_run is None, total) as on_progress:
+    # no bar when nothing is planned (oracle: no windows to count, never "0/0 windows")
+    with _progress(progress and dry_run is None and total != 0, total) as on_progress:
         sched = Scheduler(engine, cache=cache, on_progress=on_progress, dry_run=dry_run, key_parts=key_parts)
         results = sched.run(method, items)
     seconds = time.perf_counter() - t0
@@ -342,6 +345,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
     from rankk_cli.rerank.methods import METHODS
     from rankk_cli.rerank.methods.base import method_options
 
+    window_given, stride_given = window is not None, stride is not None
     window, stride = resolve_windowing(depth, window, stride)
     validate(depth, window, stride, passes, truncate, max_tokens)
     if force_max_tokens < 1:
@@ -364,6 +368,9 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         check_not_input(output, "-o/--output", inputs)
         check_not_input(windows_path, "--windows", inputs)
     method_cls = METHODS.get(method)
+    given = {"--model": model is not None, "--window": window_given, "--stride": stride_given,
+             "--passes": passes != 1}
+    ignored = [flag for flag in method_cls.ignores if given.get(flag)]  # warned once every input checked out
     from rankk_cli.rerank.engines import ENGINES
 
     ENGINES.check(engine)  # also for methods that need no engine: a typo is never silently ignored
@@ -390,6 +397,9 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
     if max_tokens is None:
         max_tokens = method_cls.default_max_tokens or 4096
     sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+    if ignored:
+        sys.stderr.write(f"rankk: warning: {', '.join(ignored)} ignored: method {method} does not use "
+                         f"{'them' if len(ignored) > 1 else 'it'}\n")
 
     if dry_run:
         from rankk_cli.rerank.engines import ENGINES
@@ -397,15 +407,30 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         ENGINES.get(engine)  # unknown engine names fail the same way with or without --dry-run
         truncate_fn = _tokenizer_truncate(model, truncate) if truncate else None
 
+        emitted = [0]
+
         def emit(call) -> None:
             meta = {k: v for k, v in call.meta.items() if k in ("qid", "pass", "start", "end", "forced", "key")}
             sys.stdout.write(json.dumps({**meta, "request": call.request.to_json()}, ensure_ascii=False) + "\n")
+            emitted[0] += 1
 
         outcome = rerank(run_table, texts, queries, method, None, config, dry_run=emit, progress=False,
                          key_parts=(engine, model, sampling), truncate_fn=truncate_fn, method_options=opts)
-        sys.stdout.flush()
         if excluded is not None:
             outcome.summary["excluded"] = excluded
+        outcome.summary["dry_run"] = True
+        outcome.summary["printed_requests"] = emitted[0]
+        if not emitted[0]:
+            sizes = [len(c) for _q, _t, c in build_queries(run_table, texts, queries, depth)]
+            why = (f"method {method} makes no engine requests" if not needs_engine else
+                   f"none of the {len(sizes)} queries needs one (a window of {window} document has nothing to "
+                   "order)" if window <= 1 else
+                   f"none of the {len(sizes)} queries needs one (at most {max(sizes, default=0)} candidate(s) per "
+                   f"query within --depth {depth}: nothing to order)")
+            sys.stderr.write(f"rankk: warning: dry run: no request to print: {why}\n")
+        if fmt == "json":  # the last line: the summary, so a CI script reads one object at the end
+            sys.stdout.write(json.dumps({"summary": outcome.summary}, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
         return outcome.summary
 
     try:
@@ -472,7 +497,8 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
                 with contextlib.suppress(Exception):
                     built.close()
         summary = {**outcome.summary, "output": str(output), "windows_file": str(windows_path),
-                   "engine": engine_obj.name, "model": str(model), "sampling": asdict(sampling)}
+                   "engine": engine_obj.name, "model": None if model is None else str(model),
+                   "sampling": asdict(sampling)}
         if built is not None:
             summary["model_loaded"] = built.loaded
             if not built.loaded and summary["requests"] == 0:

@@ -123,7 +123,10 @@ class Method(ABC):
     - ``planned_windows(n)``: windows a list of ``n`` candidates will take (the progress bar's total), or None
       when it is data dependent;
     - ``needs_engine`` (False: no model is loaded, e.g. oracle), ``default_model``/``resolve_model``,
-      ``trec_tag`` (the run tag, default ``rankk-NAME``) and ``note`` (one line printed with the summary).
+      ``trec_tag`` (the run tag, default ``rankk-NAME``) and ``note`` (one line printed with the summary);
+    - ``ignores``: the rerank flags the method does not use (oracle: --model, --window, ...): given, they are
+      a warning, never silently dropped; ``input_warnings(qids)``: what the method has to say about the queries
+      it is given (oracle: how many its qrels cover), one warning line each.
     """
 
     name: str = "base"
@@ -136,6 +139,7 @@ class Method(ABC):
     default_model: str | None = None
     trec_tag: str | None = None
     note: str | None = None
+    ignores: tuple[str, ...] = ()  # rerank flags this method does not use (a warning when given)
 
     @classmethod
     def resolve_model(cls, model: str | None) -> str:
@@ -172,6 +176,10 @@ class Method(ABC):
 
     def planned_windows(self, n: int) -> int | None:
         return None
+
+    def input_warnings(self, qids: list[str]) -> list[str]:
+        """Warnings (one line each, without the ``rankk: warning:`` prefix) about the queries to rerank."""
+        return []
 
     @abstractmethod
     def rerank(self, qid: str, query: str, candidates: list[Candidate]

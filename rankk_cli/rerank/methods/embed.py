@@ -46,6 +46,7 @@ def _usable(c: Completion) -> bool:
 class Embed(Method):
     name = "embed"
     kind = "embedding"
+    ignores = ("--window", "--stride", "--passes")  # no sliding windows (warned when given)
     default_model = "minilm"
 
     @classmethod

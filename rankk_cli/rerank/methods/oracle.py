@@ -25,6 +25,7 @@ class Oracle(Method):
     trec_tag = "oracle"
     note = NOTE
     options = (Option("qrels", str, "", "relevance judgements: a TREC qrels file or an ir_datasets id (--qrels)"),)
+    ignores = ("--model", "--window", "--stride", "--passes")  # no model, no windows: one record per query
 
     def planned_windows(self, n: int) -> int:
         return 0
@@ -42,6 +43,26 @@ class Oracle(Method):
             for qid, docid, rel in zip(df["qid"].astype(str), df["docid"].astype(str), df["relevance"]):
                 grades.setdefault(qid, {})[docid] = int(rel)
         self.grades = grades
+
+    def input_warnings(self, qids: list[str]) -> list[str]:
+        """How much of the run the qrels cover: unjudged queries keep their first-stage order, and queries judged
+        only with grade <= 0 cannot move either (every candidate counts as grade 0)."""
+        n = len(qids)
+        unjudged = [q for q in qids if str(q) not in self.grades]
+        flat = [q for q in qids if str(q) in self.grades and max(self.grades[str(q)].values(), default=0) <= 0]
+        out = []
+        if n and len(unjudged) == n:
+            out.append(f"oracle: none of the {n} queries is judged in {self.qrels or 'the qrels'} (qrels of another "
+                       "dataset?): the output is the first-stage order")
+        elif unjudged:
+            out.append(f"oracle: {len(unjudged)} of {n} queries have no judgements in {self.qrels or 'the qrels'}: "
+                       f"their first-stage order is kept ({', '.join(map(str, unjudged[:5]))}"
+                       f"{', ...' if len(unjudged) > 5 else ''})")
+        if flat:
+            out.append(f"oracle: {len(flat)} of {n} queries have no relevant judgement (grade > 0) in "
+                       f"{self.qrels or 'the qrels'}: their first-stage order is kept "
+                       f"({', '.join(map(str, flat[:5]))}{', ...' if len(flat) > 5 else ''})")
+        return out
 
     def rerank(self, qid: str, query: str, candidates: list[Candidate]
                ) -> Generator[list[Call], list[Completion], QueryResult]:

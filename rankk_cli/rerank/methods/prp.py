@@ -95,6 +95,7 @@ def judge(first: str | None, second: str | None) -> int:
 class PRP(Method):
     name = "prp"
     kind = "pairwise"
+    ignores = ("--window", "--stride", "--passes")  # no sliding windows (warned when given)
     default_temperature = 0.0
     default_max_tokens = 1
     options = (

@@ -80,6 +80,7 @@ def unanswered_why(comp: Completion) -> str:
 class Rank1(Method):
     name = "rank1"
     kind = "pointwise"
+    ignores = ("--window", "--stride", "--passes")  # no sliding windows (warned when given)
     default_temperature = 0.0
     default_max_tokens = 8192
 

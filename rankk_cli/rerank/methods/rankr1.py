@@ -84,6 +84,7 @@ def reasoning_of(text: str) -> str:
 class RankR1(Method):
     name = "rankr1"
     kind = "setwise"
+    ignores = ("--window", "--stride", "--passes")  # no sliding windows (warned when given)
     default_temperature = 0.0
     default_max_tokens = 2048  # run_setwise.py's SamplingParams
     options = (
