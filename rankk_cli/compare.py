@@ -569,7 +569,6 @@ def compare_command(baseline: Path, runs: Sequence[Path], qrels: str, measures: 
     from rankk_cli.outputs import check_not_input
     from rankk_cli.evaluate import (QrelsSource, evaluate_path, note, parse_measures, report_coverage, unique_names,
                                     warn_qrels)
-    from rankk_cli.runs import run_name
 
     if not 0.0 < alpha < 1.0:
         raise RankkError(f"--alpha: expected a number between 0 and 1, found {alpha}")
