@@ -51,7 +51,7 @@ def main() -> None:
         sys.exit(f"unknown method label(s): {', '.join(unknown)}")
 
     from rankk_cli.docs import read_candidates
-    from rankk_cli.evaluate import evaluate, load_qrels, parse_measures
+    from rankk_cli.evaluate import evaluate, load_indexed_qrels, parse_measures
     from rankk_cli.paths import data_root
     from rankk_cli.rerank.engines.base import EngineOptions, Sampling
     from rankk_cli.rerank.engines.vllm import VLLMEngine
@@ -66,7 +66,7 @@ def main() -> None:
     keep = run.qids[: args.queries]
     run.df = run.df[run.df["qid"].isin(keep)].reset_index(drop=True)
     run = run.top(args.depth)
-    qrels = load_qrels(str(dl19 / "qrels.txt"))
+    qrels = load_indexed_qrels(str(dl19 / "qrels.txt"))
     ndcg = parse_measures(["nDCG@10"])
 
     def score(r) -> float:

@@ -237,7 +237,7 @@ def _read_qrels_fast(path: Path) -> pd.DataFrame | None:
     return df
 
 
-def load_qrels(spec: str) -> Qrels:
+def load_indexed_qrels(spec: str) -> Qrels:
     """Qrels from a TREC qrels file (fast path, else ``sources.load_qrels`` which names bad lines) or an id."""
     from rankk_cli import sources
 
@@ -704,7 +704,7 @@ class QrelsSource:
 
     def get(self) -> Qrels:
         if self._qrels is None:
-            self._qrels = load_qrels(self.spec)
+            self._qrels = load_indexed_qrels(self.spec)
         return self._qrels
 
 

@@ -126,7 +126,7 @@ def read_qrels_file(path: str | Path) -> pd.DataFrame:
 
 def load_qrels(spec: str | Path) -> pd.DataFrame:
     """Qrels as a DataFrame (qid, docid, relevance) from a TREC qrels file, a pyserini name or an ir_datasets id
-    (``evaluate.load_qrels`` builds the evaluator's indexed ``Qrels`` from this)."""
+    (``evaluate.load_indexed_qrels`` builds the evaluator's indexed ``Qrels`` from this)."""
     return resolve(spec, "qrels", read_qrels_file, _pyserini("qrels"), _irds("load_qrels"))
 
 

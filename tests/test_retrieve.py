@@ -354,3 +354,10 @@ def test_lucene_docs_returns_stored_contents(data, adi_index):
     with pytest.raises(RankkError) as err:
         docs.get(["1", "no-such-doc", "also-missing"])
     assert "no-such-doc" in str(err.value) and "also-missing" in str(err.value)
+    # the same index through the one document-source resolver (what rerank --docs INDEX uses)
+    from rankk_cli.docs import open_docs
+
+    store = open_docs(adi_index)
+    assert store.get(["1", "82"]) == open_docs(data / "adi" / "corpus.jsonl").get(["1", "82"])
+    with pytest.raises(RankkError, match="nope"):
+        store.get(["1", "nope"])

@@ -278,17 +278,6 @@ def test_directory_without_index_and_unknown_sources(tmp_path):
         docs.open_docs(tmp_path / "x.csv")
 
 
-def test_lucene_index_store(data, tmp_path):
-    from rankk_cli import lucene
-
-    lucene.build_index(data / "adi" / "corpus.jsonl", tmp_path / "index")
-    store = docs.open_docs(tmp_path / "index")
-    corpus = docs.open_docs(data / "adi" / "corpus.jsonl")
-    assert store.get(["1", "82"]) == corpus.get(["1", "82"])
-    with pytest.raises(RankkError, match="nope"):
-        store.get(["1", "nope"])
-
-
 # ----------------------------------------------------------------------------------------------------------
 # ir_datasets ids through the real CLI
 
