@@ -1,4 +1,4 @@
-"""The rerank stage: read a run + texts + topics, drive the lockstep scheduler, write the reranked run.
+"""The rerank stage: read a run + texts + topics, drive the scheduler (continuous or lockstep), write the reranked run.
 
 ``rerank_command`` is what ``rankk rerank`` calls; ``rerank`` is the library entry (it accepts an engine object
 that is already built, so tests and notebooks can load a model once and reuse it).
@@ -176,7 +176,7 @@ def records_table(records: list[dict]):
 
 def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name: str, engine: Engine | None,
            config: RerankConfig, *, cache=None, progress: bool = True, dry_run=None, key_parts=None,
-           truncate_fn=None, method_options: dict | None = None) -> RerankOutcome:
+           truncate_fn=None, method_options: dict | None = None, schedule: str = "continuous") -> RerankOutcome:
     """Rerank ``run`` (library entry; ``engine`` may be a ready-built Engine; ``method_options``: typed
     constructor options of the method, see ``methods.base.method_options``)."""
     from rankk_cli.rerank.methods import METHODS
@@ -188,14 +188,15 @@ def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name
     total = sum(planner(len(c)) for _q, _t, c in items) if planner else None
     t0 = time.perf_counter()
     with _progress(progress and dry_run is None, total) as on_progress:
-        sched = Scheduler(engine, cache=cache, on_progress=on_progress, dry_run=dry_run, key_parts=key_parts)
+        sched = Scheduler(engine, cache=cache, on_progress=on_progress, dry_run=dry_run, key_parts=key_parts,
+                          schedule=schedule)
         results = sched.run(method, items)
     seconds = time.perf_counter() - t0
     records = [rec for qid, _q, _c in items for rec in results[qid].records]
     outcomes = Counter(r["outcome"] for r in records)
     st = sched.stats
     summary = {
-        "method": method_name, "queries": len(items), "windows": len(records),
+        "method": method_name, "schedule": sched.schedule, "queries": len(items), "windows": len(records),
         "engine_calls": st.engine_calls, "requests": st.requests, "cache_hits": st.cache_hits,
         "outcomes": {k: outcomes.get(k, 0) for k in OUTCOMES},
         "input_tokens": sum(r.get("input_tokens", 0) for r in records),
@@ -330,7 +331,8 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
                    base_urls: tuple[str, ...] = (), windows_out: Path | None = None, dry_run: bool = False,
                    fmt: str = "table", no_cache: bool = False, engine_obj: Engine | None = None,
                    progress: bool = True, qrels: str | None = None, method_opts: tuple[str, ...] = (),
-                   timeout: float = 600.0, max_retries: int = 4, concurrency: int = 32) -> dict:
+                   timeout: float = 600.0, max_retries: int = 4, concurrency: int = 32,
+                   schedule: str = "continuous") -> dict:
     """``rankk rerank``: validate, load, rerank (or print requests in a dry run), write, summarise."""
     from rankk_cli.rerank.methods import METHODS
     from rankk_cli.rerank.methods.base import method_options
@@ -347,6 +349,10 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         raise RankkError(f"--max-retries: expected an integer >= 0, found {max_retries}")
     if concurrency < 1:
         raise RankkError(f"--concurrency: expected an integer >= 1, found {concurrency}")
+    from rankk_cli.rerank.scheduler import SCHEDULES
+
+    if schedule not in SCHEDULES:
+        raise RankkError(f"--schedule: expected one of {', '.join(SCHEDULES)}, found {schedule!r}")
     windows_path = None
     if output is not None and not dry_run:  # checked before any input is read or any model loads
         windows_path = Path(windows_out) if windows_out else Path(str(output) + WINDOWS_SUFFIX)
@@ -400,7 +406,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
             run_table=run_table, texts=texts, queries=queries, method=method, method_cls=method_cls, model=model,
             engine=engine, engine_obj=engine_obj, needs_engine=needs_engine, sampling=sampling, config=config,
             opts=opts, truncate=truncate, no_cache=no_cache, progress=progress, output=output,
-            windows_path=windows_path, options=EngineOptions(
+            windows_path=windows_path, schedule=schedule, options=EngineOptions(
                 tensor_parallel=tensor_parallel, max_model_len=max_model_len,
                 gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls), timeout_s=timeout,
                 max_retries=max_retries, concurrency=concurrency))
@@ -415,7 +421,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
 
 
 def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine, engine_obj, needs_engine,
-                 sampling, config, opts, truncate, no_cache, progress, output, windows_path, options):
+                 sampling, config, opts, truncate, no_cache, progress, output, windows_path, options, schedule):
     """Build (or take) the engine, run the scheduler with the call cache, write the outputs."""
     with stdout_to_stderr():  # vLLM logs to stdout: keep stdout for our own output
         built = None
@@ -440,7 +446,7 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
         truncate_fn = (lambda text: engine_obj.truncate(text, truncate)) if truncate else None
         try:
             outcome = rerank(run_table, texts, queries, method, engine_obj, config, cache=cache, progress=progress,
-                             truncate_fn=truncate_fn, method_options=opts)
+                             truncate_fn=truncate_fn, method_options=opts, schedule=schedule)
         except KeyboardInterrupt:
             done = len(cache) if cache is not None else 0
             sys.stderr.write(f"rankk rerank: interrupted; no output written. {done} finished engine requests are in "

@@ -8,6 +8,10 @@ moving to the next base URL; other 4xx fail at once. A request that still fails 
 ``finish_reason="error"`` and ``error`` set -- the batch never raises for one bad request, so finished requests
 are kept and the scheduler records the failure.
 
+For the continuous scheduler, ``submit`` puts requests on a queue served by ``concurrency`` long-lived daemon
+threads and ``poll`` hands back each answer as soon as it arrives, so a query's next request goes out the moment
+its previous one is answered.
+
 vLLM extensions are sent only when a request needs them: ``continue_final_message`` (continue the assistant
 message) and ``allowed_token_ids`` (forced answers; needs the model's tokenizer). ``count_tokens``/``truncate``
 load the tokenizer with transformers from the model directory (or the local HF cache), else a clear error.
@@ -321,7 +325,89 @@ class OpenAIEngine(Engine):
             raise crash[0]
         return out  # type: ignore[return-value]
 
+    # ------------------------------------------------------------------------------------------------------
+    # continuous: a long-lived pool; answers come back one by one
+
+    def _pool(self) -> dict:
+        pool = self.__dict__.get("_pool_state")
+        if pool is None:
+            import itertools
+            import queue
+
+            pool = self.__dict__["_pool_state"] = {
+                "tickets": itertools.count(), "todo": queue.Queue(), "done": queue.Queue(), "stop": threading.Event(),
+                "outstanding": set(), "dropped": set()}
+
+            def work() -> None:
+                while not pool["stop"].is_set():
+                    try:
+                        t, request = pool["todo"].get(timeout=0.2)
+                    except queue.Empty:
+                        continue
+                    if t in pool["dropped"]:
+                        continue
+                    try:
+                        pool["done"].put((t, self._one(request)))
+                    except BaseException as exc:  # a bug, not a server fault: surface it in the main thread
+                        pool["done"].put((t, exc))
+
+            for n in range(max(1, int(self.options.concurrency))):
+                threading.Thread(target=work, name=f"rankk-openai-pool-{n}", daemon=True).start()
+        return pool
+
+    def submit(self, requests: list[Request]) -> list[int]:
+        if any(r.embed is not None for r in requests):
+            raise RankkError("engine openai: embedding requests are not supported; use --engine vllm")
+        pool = self._pool()
+        tickets = []
+        for r in requests:
+            t = next(pool["tickets"])
+            pool["outstanding"].add(t)
+            pool["todo"].put((t, r))
+            tickets.append(t)
+        return tickets
+
+    def poll(self) -> list[tuple[int, Completion]]:
+        """Wait (in short slices, so Ctrl-C lands at once) for the next answer, then take every other one that
+        is already in."""
+        import queue
+
+        pool = self._pool()
+        out: list[tuple[int, Completion]] = []
+        while pool["outstanding"] - pool["dropped"] and not out:
+            try:
+                item = pool["done"].get(timeout=0.1)
+            except queue.Empty:
+                continue
+            items = [item]
+            while True:
+                try:
+                    items.append(pool["done"].get_nowait())
+                except queue.Empty:
+                    break
+            for t, c in items:
+                pool["outstanding"].discard(t)
+                if t in pool["dropped"]:
+                    pool["dropped"].discard(t)
+                    continue
+                if isinstance(c, BaseException):
+                    raise c
+                out.append((t, c))
+        self.stats.calls += 1 if out else 0
+        self.stats.requests += len(out)
+        for _t, c in out:
+            self.stats.input_tokens += c.input_tokens
+            self.stats.output_tokens += c.output_tokens
+        return out
+
+    def cancel(self, tickets: list[int]) -> None:
+        pool = self._pool()
+        pool["dropped"].update(t for t in tickets if t in pool["outstanding"])
+
     def close(self) -> None:
+        pool = self.__dict__.get("_pool_state")
+        if pool is not None:
+            pool["stop"].set()
         client = getattr(self, "client", None)
         if client is not None:
             client.close()
