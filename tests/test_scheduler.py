@@ -274,3 +274,26 @@ def test_journal_of_a_killed_process_is_read_and_compacted(tmp_path):
     assert not list(calls.glob("journal-*")) and len(list(calls.glob("chunk-*.parquet"))) == 1
     assert len(adopted) == 2 and adopted.get("k1").text == "one" and adopted.get("k3") is None
     assert len(CallCache(calls)) == 2  # adopting again adds nothing twice
+
+
+def test_vllm_continuous_equals_lockstep_with_long_tailed_lengths(tiny_vllm):
+    """Real vLLM (tiny model, greedy): per-request lengths drawn long-tailed and forced, so queries really drift
+    apart under continuous scheduling; every record is the same as lockstep's, only the batches differ."""
+    from rankk_cli.testing import force_lengths, lognormal_lengths
+
+    force_lengths(tiny_vllm, lognormal_lengths(seed=7, median=12, sigma=1.0, cap=64))
+    try:
+        qs = [(qid, q, [Candidate(f"{qid}d{i}", f"passage {i} " * (1 + i % 4), 10.0 - i, i + 1) for i in range(n)])
+              for qid, q, n in (("a", "first query", 10), ("b", "second", 7), ("c", "third query here", 10))]
+        method = RankK(RerankConfig(depth=10, window=4, stride=2, force_max_tokens=6))
+        lock = Scheduler(tiny_vllm, schedule="lockstep")
+        want = lock.run(method, qs)
+        cont = Scheduler(tiny_vllm)
+        got = cont.run(method, qs)
+    finally:
+        del tiny_vllm.sampling_params  # the instance override: back to the class's method
+    assert comparable(got) == comparable(want)
+    lengths = {rec["output_tokens"] for r in got.values() for rec in r.records}
+    assert len(lengths) > 3  # the forced lengths vary ...
+    assert cont.stats.batch_sizes != lock.stats.batch_sizes  # ... so continuous answered in other batches
+    assert cont.stats.requests == lock.stats.requests and cont.stats.output_tokens == lock.stats.output_tokens

@@ -250,6 +250,9 @@ def _render_summary(summary: dict) -> None:
                   str(summary["cache_hits"]), f"{summary['input_tokens']:,}", f"{summary['output_tokens']:,}",
                   f"{summary['seconds']:.1f}")
     Console(stderr=True, width=None if sys.stderr.isatty() else 200).print(table)  # piped: no cut-off headers
+    if summary.get("schedule") == "continuous" and summary.get("requests"):
+        sys.stderr.write(f"schedule continuous: {summary['requests']} requests sent; engine calls = batches of "
+                         "finished answers the engine handed back\n")
     bad = o.get("failed", 0)
     if bad:
         where = f": see {summary['windows_file']}" if summary.get("windows_file") else ""

@@ -1,8 +1,9 @@
 """The ``openai`` engine: any OpenAI-compatible server (``vllm serve``, vLLM's api_server module, SGLang, ...).
 
 Chat requests go to ``/v1/chat/completions``, raw prompts to ``/v1/completions``. One ``generate`` call sends
-its requests concurrently from a thread pool (``EngineOptions.concurrency`` at a time), spread round-robin over
-``EngineOptions.base_urls``. Each HTTP attempt has a timeout (``timeout_s``); connection errors, timeouts, 429
+its requests concurrently from a thread pool (``EngineOptions.concurrency`` at a time), each to the
+``EngineOptions.base_urls`` entry with the fewest requests in flight (ties round-robin; ``stats.extra["sent"]``
+counts attempts per URL). Each HTTP attempt has a timeout (``timeout_s``); connection errors, timeouts, 429
 and 5xx are retried up to ``max_retries`` times with exponential backoff (``Retry-After`` honoured, capped),
 moving to the next base URL; other 4xx fail at once. A request that still fails comes back as a Completion with
 ``finish_reason="error"`` and ``error`` set -- the batch never raises for one bad request, so finished requests
@@ -209,11 +210,27 @@ class OpenAIEngine(Engine):
     # sending
 
     def _start(self) -> int:
-        """Round-robin: index of the base URL a new request tries first (retries move to the next)."""
+        """Least outstanding requests: the index of the base URL a new request tries first (retries move to the
+        next) is the one with the fewest requests in flight now, ties taken round-robin; so a slow server gets
+        fewer requests and a fast one more. The pick counts as in flight at once (``_done`` releases it)."""
         with self._lock:
-            i = self._next
-            self._next += 1
-        return i % len(self.base_urls)
+            n = len(self.base_urls)
+            inflight = self.__dict__.setdefault("_inflight", [0] * n)
+            first = self._next % n
+            i = min(((first + k) % n for k in range(n)), key=lambda j: inflight[j])
+            self._next = i + 1
+            inflight[i] += 1
+            self.stats.extra.setdefault("sent", [0] * n)[i] += 1
+        return i
+
+    def _take(self, slot: int) -> None:
+        with self._lock:
+            self._inflight[slot] += 1
+            self.stats.extra["sent"][slot] += 1
+
+    def _done(self, slot: int) -> None:
+        with self._lock:
+            self._inflight[slot] -= 1
 
     def _attempt(self, url: str, path: str, body: dict) -> dict:
         import httpx
@@ -244,9 +261,15 @@ class OpenAIEngine(Engine):
         start = self._start()
         last = "no attempt"
         for attempt in range(attempts):
-            url = self.base_urls[(start + attempt) % len(self.base_urls)]
+            slot = (start + attempt) % len(self.base_urls)
+            url = self.base_urls[slot]
+            if attempt:
+                self._take(slot)
             try:
-                data = self._attempt(url, path, body)
+                try:
+                    data = self._attempt(url, path, body)
+                finally:
+                    self._done(slot)
             except _Failure as fail:
                 last = str(fail)
                 if not fail.retry:
