@@ -267,7 +267,7 @@ class VLLMEngine(Engine):
 
             c = self.__dict__["_continuous"] = {
                 "tickets": itertools.count(), "pending": [], "running": {}, "ready": [], "embed": [],
-                "seconds": {}, "dropped": set()}
+                "seconds": {}}
             self.stats.extra.setdefault("steps", 0)
             self.stats.extra.setdefault("step_requests", 0)  # sum over steps of requests running: occupancy
         return c
@@ -327,11 +327,7 @@ class VLLMEngine(Engine):
                 t = int(str(o.request_id).split("-")[1])
                 if c["running"].pop(t, None) is None:
                     continue
-                seconds = c["seconds"].pop(t, 0.0)
-                if t in c["dropped"]:
-                    c["dropped"].discard(t)
-                    continue
-                out.append((t, self._completion(o, seconds)))
+                out.append((t, self._completion(o, c["seconds"].pop(t, 0.0))))
             self._admit()
         self.stats.requests += len(out)
         return out
