@@ -297,3 +297,43 @@ def test_vllm_continuous_equals_lockstep_with_long_tailed_lengths(tiny_vllm):
     assert len(lengths) > 3  # the forced lengths vary ...
     assert cont.stats.batch_sizes != lock.stats.batch_sizes  # ... so continuous answered in other batches
     assert cont.stats.requests == lock.stats.requests and cont.stats.output_tokens == lock.stats.output_tokens
+
+
+# ---------------------------------------------------------------------------------------------- cache at scale
+
+
+def _fill(calls, chunks, per_chunk=3, start=0):
+    for c in range(chunks):
+        CallCache(calls, compact=False).put_many(
+            [(Request(prompt=f"p{start + c * per_chunk + i}").key("e", "m", Sampling()),
+              Completion(f"text {start + c * per_chunk + i}", "stop", 1, 2)) for i in range(per_chunk)], "e", "m")
+
+
+def test_cache_open_reads_keys_only_and_fetches_rows_on_a_hit(tmp_path):
+    _fill(tmp_path, chunks=4, per_chunk=600)  # row groups of 256: a hit reads one of them
+    cache = CallCache(tmp_path)
+    assert cache._recent == {} and len(cache._index) == 2400  # nothing but the key index loaded
+    for i in (0, 599, 1234, 2399):
+        assert cache.get(Request(prompt=f"p{i}").key("e", "m", Sampling())).text == f"text {i}"
+    assert cache.get(Request(prompt="p2400").key("e", "m", Sampling())) is None
+    assert len(cache._groups) == 4 and len(cache) == 2400
+
+
+def test_many_small_chunks_are_compacted_once_and_nothing_is_lost(tmp_path):
+    from rankk_cli.rerank import cache as cache_mod
+
+    _fill(tmp_path, chunks=cache_mod.COMPACT_MIN_SMALL + 8)
+    dup = Request(prompt="p0").key("e", "m", Sampling())
+    CallCache(tmp_path, compact=False)._write_chunk(  # the same key again in another chunk (a race)
+        [{"key": dup, "engine": "e", "model": "m", "text": "second copy", "finish_reason": "stop",
+          "input_tokens": 1, "output_tokens": 2, "logprobs": None, "seconds": 0.0, "created": 0.0,
+          "embedding": None}])
+    reader = CallCache(tmp_path, compact=False)  # indexed the small chunks ...
+    n = (cache_mod.COMPACT_MIN_SMALL + 8) * 3
+    cache = CallCache(tmp_path)  # ... then another process compacts them away
+    assert len(list(tmp_path.glob("chunk-*.parquet"))) == 1 and not list(tmp_path.glob(".compact.lock"))
+    assert len(cache) == n and cache.get(dup).text in ("text 0", "second copy")
+    assert pd.read_parquet(next(tmp_path.glob("chunk-*.parquet")))["key"].is_unique
+    for i in range(n):  # the reader finds every row although its chunks are gone (it indexes again)
+        assert reader.get(Request(prompt=f"p{i}").key("e", "m", Sampling())).text in (f"text {i}", "second copy")
+    assert CallCache(tmp_path).compact() == 0  # one chunk left: nothing to do
