@@ -156,7 +156,7 @@ class CallCache:
                 continue
             self._seen.add(path.name)
             try:
-                keys = pq.read_table(path, columns=["key"]).column("key")
+                keys = pq.ParquetFile(path).read(columns=["key"]).column("key")  # (read_table imports pyarrow.dataset)
             except Exception:  # noqa: BLE001 - a foreign or damaged file: skip it (never half-written by us)
                 continue
             base = int(self._starts[-1])
@@ -440,7 +440,7 @@ class CallCache:
         tables, done = [], []
         for path in paths:
             try:
-                t = pq.read_table(path)
+                t = pq.ParquetFile(path).read()
             except FileNotFoundError:
                 continue
             except Exception:  # noqa: BLE001 - damaged or foreign: leave it where it is
