@@ -203,9 +203,9 @@ def test_least_outstanding_routing_sends_a_slow_server_fewer_requests():
           for k in range(5)]
     method = RankK(RerankConfig(depth=20, window=4, stride=2))
     with PlanServer() as fast, PlanServer(delay_s=0.2) as slow, PlanServer() as alone:
-        eng = engine_for(fast.url, slow.url)
+        eng = engine_for(fast.url, slow.url, timeout=30)  # a generous bound: a busy machine must not fail it
         got = Scheduler(eng).run(method, qs)
-        want = Scheduler(engine_for(alone.url)).run(method, qs)
+        want = Scheduler(engine_for(alone.url, timeout=30)).run(method, qs)
     total = 5 * 9
     assert fast.answered + slow.answered == total == alone.answered
     assert slow.answered < total / 2 - 5 and fast.answered > slow.answered
