@@ -93,7 +93,7 @@ def bench(args, *, engine_cls, model_dir, run, texts, topics, work) -> str:
         return out, s
 
     cache_dir = work / "calls"
-    batched = Scheduler(engine, cache=CallCache(cache_dir))
+    batched = Scheduler(engine, cache=CallCache(cache_dir), schedule="lockstep")
     res_b, batched_s = timed("batched (lockstep)", lambda: batched.run(RankK(config), items))
 
     seq_calls = 0
@@ -104,7 +104,7 @@ def bench(args, *, engine_cls, model_dir, run, texts, topics, work) -> str:
         nonlocal seq_calls
         out = {}
         for item in seq_items:
-            s = Scheduler(engine)  # no cache: every window really goes to the engine
+            s = Scheduler(engine, schedule="lockstep")  # no cache: every window really goes to the engine
             out.update(s.run(RankK(config), [item]))
             seq_calls += s.stats.engine_calls
         return out
@@ -116,7 +116,7 @@ def bench(args, *, engine_cls, model_dir, run, texts, topics, work) -> str:
     if scale != 1:
         print(f"{'sequential, scaled to all':<28} {seq_s:8.1f}s (x{scale:.2f}, extrapolated)", file=sys.stderr)
 
-    cached = Scheduler(engine, cache=CallCache(cache_dir))
+    cached = Scheduler(engine, cache=CallCache(cache_dir), schedule="lockstep")
     res_c, cached_s = timed("batched, cached re-run", lambda: cached.run(RankK(config), items))
     assert {q: r.order for q, r in res_c.items()} == {q: r.order for q, r in res_b.items()}
     windows = sum(len(r.records) for r in res_b.values())

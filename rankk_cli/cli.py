@@ -112,6 +112,8 @@ def rerank(
                                     "timeouts, 429, 5xx (--engine openai)."),
     concurrency: int = typer.Option(32, "--concurrency", help="Requests in flight at once over all --base-urls "
                                     "(--engine openai)."),
+    schedule: str = typer.Option("continuous", "--schedule", help="continuous: a query's next call goes out the "
+                                 "moment its previous one is answered | lockstep: one batched call per round."),
     windows_out: Optional[Path] = typer.Option(None, "--windows", help="Per-window Parquet "
                                                "(default: OUTPUT.windows.parquet)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every rendered request as JSON lines; no engine."),
@@ -134,7 +136,8 @@ def rerank(
                    gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_url),
                    windows_out=windows_out, dry_run=dry_run, fmt=_choice(fmt, ("table", "json"), "--format"),
                    no_cache=no_cache, qrels=qrels, method_opts=tuple(method_opt), timeout=timeout,
-                   max_retries=max_retries, concurrency=concurrency, exclude=exclude)
+                   max_retries=max_retries, concurrency=concurrency, exclude=exclude,
+                   schedule=_choice(schedule, ("continuous", "lockstep"), "--schedule"))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -142,3 +142,34 @@ def build_tiny_model(directory: str | Path, *, force: bool = False) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return directory
+
+
+def force_lengths(engine, length_of) -> None:
+    """Make a VLLMEngine generate exactly ``length_of(request)`` tokens for every generation request (min_tokens =
+    max_tokens, EOS ignored; capped by what the context leaves), so a benchmark or a test fixes the work of each
+    request whatever the model says. For benchmarks and schedule tests only: the length is not part of the call-
+    cache key, so use it without a cache. Both schedules use it (it wraps ``engine.sampling_params``)."""
+    build = engine.sampling_params
+
+    def sampling_params(request, prompt_len):
+        params = build(request, prompt_len)
+        n = max(1, min(int(length_of(request)), engine.max_model_len - prompt_len))
+        params.max_tokens = params.min_tokens = n
+        params.ignore_eos = True
+        return params
+
+    engine.sampling_params = sampling_params
+
+
+def lognormal_lengths(seed: int, median: float = 128, sigma: float = 1.0, cap: int = 1024):
+    """``length_of(request)`` for ``force_lengths``: a long-tailed output length per request, drawn from a
+    lognormal (``median``, ``sigma``, capped at ``cap``) seeded by ``seed`` and the request itself, so a request
+    gets the same length whichever schedule sends it, in whatever order."""
+    import math
+
+    def length_of(request) -> int:
+        blob = json.dumps([seed, request.to_json()], sort_keys=True, ensure_ascii=False).encode("utf-8")
+        rng = random.Random(hashlib.sha256(blob).digest())
+        return max(1, min(cap, round(math.exp(math.log(median) + sigma * rng.gauss(0.0, 1.0)))))
+
+    return length_of

@@ -11,6 +11,7 @@ first) -- one of:
 - ``"stall"``: no answer for ``stall_s`` seconds (bounded: a stopped server stops stalling at once), then a
   dropped connection.
 
+``delay_s`` seconds of wait before every "ok" answer (a slow server: it still answers, later).
 ``log`` records (query, attempt, action) per chat request; ``answered`` counts "ok" replies. Use it as a context
 manager; ``stop()`` is idempotent.
 """
@@ -39,9 +40,10 @@ def reversed_ranking(user: str) -> str:
 
 class FaultServer:
     def __init__(self, plan: Callable[[str, int], str] = always_ok, *, stall_s: float = 5.0,
-                 model: str = "fake-model"):
+                 model: str = "fake-model", delay_s: float = 0.0):
         self.plan = plan
         self.stall_s = stall_s
+        self.delay_s = delay_s
         self.model = model
         self.log: list[tuple[str, int, str]] = []
         self.answered = 0
@@ -129,6 +131,8 @@ class FaultServer:
                 m = re.search(r"^Query: (.*)$", user, flags=re.M)
                 _attempt, action = server._decide(raw, m.group(1).strip() if m else "")
                 if action == "ok":
+                    if server.delay_s:
+                        server._stopped.wait(server.delay_s)
                     text = "</think>\n\n" + reversed_ranking(user)
                     self._json(200, {"id": "cmpl-fake", "object": "chat.completion", "model": server.model,
                                      "choices": [{"index": 0, "finish_reason": "stop",

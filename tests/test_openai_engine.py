@@ -177,7 +177,9 @@ def test_load_spreads_over_base_urls_and_survives_a_dead_one():
         eng = engine_for(a.url, b.url + "/v1/")
         out = eng.generate([Request(prompt=str(i)) for i in range(10)])
         assert all(c.finish_reason == "stop" for c in out)
-        assert len(a.hits) == 5 and len(b.hits) == 5
+        # least outstanding requests, ties round-robin: both used (the exact split depends on answer timing)
+        assert len(a.hits) + len(b.hits) == 10 and a.hits and b.hits
+        assert eng.stats.extra["sent"] == [len(a.hits), len(b.hits)]
         dead = f"http://127.0.0.1:{free_port()}"
         eng2 = engine_for(dead, a.url)
         out = eng2.generate([Request(prompt=str(i)) for i in range(4)])
@@ -185,6 +187,30 @@ def test_load_spreads_over_base_urls_and_survives_a_dead_one():
     finally:
         a.close()
         b.close()
+
+
+def test_least_outstanding_routing_sends_a_slow_server_fewer_requests():
+    """Two servers, one slowed (every answer waits 0.2 s): continuous scheduling keeps one request per query in
+    flight, and each new one goes to the server with fewer in flight, so the slow one gets fewer (round-robin
+    would split them evenly). The answers are the same as from one fast server."""
+    from fault_server import FaultServer as PlanServer
+
+    from rankk_cli.rerank.methods.base import Candidate, RerankConfig
+    from rankk_cli.rerank.methods.rankk import RankK
+    from rankk_cli.rerank.scheduler import Scheduler
+
+    qs = [(f"q{k}", f"query {k}", [Candidate(f"q{k}d{i}", f"passage {i}", 20.0 - i, i + 1) for i in range(20)])
+          for k in range(5)]
+    method = RankK(RerankConfig(depth=20, window=4, stride=2))
+    with PlanServer() as fast, PlanServer(delay_s=0.2) as slow, PlanServer() as alone:
+        eng = engine_for(fast.url, slow.url, timeout=30)  # a generous bound: a busy machine must not fail it
+        got = Scheduler(eng).run(method, qs)
+        want = Scheduler(engine_for(alone.url, timeout=30)).run(method, qs)
+    total = 5 * 9
+    assert fast.answered + slow.answered == total == alone.answered
+    assert slow.answered < total / 2 - 5 and fast.answered > slow.answered
+    assert eng.stats.extra["sent"] == [fast.answered, slow.answered]
+    assert {q: r.order for q, r in got.items()} == {q: r.order for q, r in want.items()}
 
 
 def test_no_server_is_a_one_line_error():

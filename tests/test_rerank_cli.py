@@ -211,7 +211,9 @@ def test_sigint_exits_130_and_rerun_resumes_from_cache(small, dl19, tmp_path):
     proc = subprocess.Popen([sys.executable, str(script), "1.0"], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 60
-    while not list(calls_dir.glob("chunk-*.parquet")) and time.monotonic() < deadline:
+    # a finished call is stored: a chunk (lockstep) or a journal line (continuous, the default)
+    while not list(calls_dir.glob("chunk-*.parquet")) + list(calls_dir.glob("journal-*.jsonl")) \
+            and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)

@@ -1,4 +1,4 @@
-"""The rerank stage: read a run + texts + topics, drive the lockstep scheduler, write the reranked run.
+"""The rerank stage: read a run + texts + topics, drive the scheduler (continuous or lockstep), write the reranked run.
 
 ``rerank_command`` is what ``rankk rerank`` calls; ``rerank`` is the library entry (it accepts an engine object
 that is already built, so tests and notebooks can load a model once and reuse it).
@@ -180,7 +180,7 @@ def assemble(run: Run, results: dict[str, QueryResult], depth: int, name: str, m
 
 def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name: str, engine: Engine | None,
            config: RerankConfig, *, cache=None, progress: bool = True, dry_run=None, key_parts=None,
-           truncate_fn=None, method_options: dict | None = None) -> RerankOutcome:
+           truncate_fn=None, method_options: dict | None = None, schedule: str = "continuous") -> RerankOutcome:
     """Rerank ``run`` (library entry; ``engine`` may be a ready-built Engine; ``method_options``: typed
     constructor options of the method, see ``methods.base.method_options``)."""
     from rankk_cli.rerank.methods import METHODS
@@ -195,14 +195,15 @@ def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name
     t0 = time.perf_counter()
     # no bar when nothing is planned (oracle: no windows to count, never "0/0 windows")
     with _progress(progress and dry_run is None and total != 0, total) as on_progress:
-        sched = Scheduler(engine, cache=cache, on_progress=on_progress, dry_run=dry_run, key_parts=key_parts)
+        sched = Scheduler(engine, cache=cache, on_progress=on_progress, dry_run=dry_run, key_parts=key_parts,
+                          schedule=schedule)
         results = sched.run(method, items)
     seconds = time.perf_counter() - t0
     records = [rec for qid, _q, _c in items for rec in results[qid].records]
     outcomes = Counter(r["outcome"] for r in records)
     st = sched.stats
     summary = {
-        "method": method_name, "queries": len(items), "windows": len(records),
+        "method": method_name, "schedule": sched.schedule, "queries": len(items), "windows": len(records),
         "engine_calls": st.engine_calls, "requests": st.requests, "cache_hits": st.cache_hits,
         "outcomes": {k: outcomes.get(k, 0) for k in OUTCOMES},
         "input_tokens": sum(r.get("input_tokens", 0) for r in records),
@@ -256,6 +257,9 @@ def _render_summary(summary: dict) -> None:
                   str(summary["cache_hits"]), f"{summary['input_tokens']:,}", f"{summary['output_tokens']:,}",
                   f"{summary['seconds']:.1f}")
     Console(stderr=True, width=None if sys.stderr.isatty() else 200).print(table)  # piped: no cut-off headers
+    if summary.get("schedule") == "continuous" and summary.get("requests"):
+        sys.stderr.write(f"schedule continuous: {summary['requests']} requests sent; engine calls = batches of "
+                         "finished answers the engine handed back\n")
     bad = o.get("failed", 0)
     if bad:
         where = f": see {summary['windows_file']}" if summary.get("windows_file") else ""
@@ -340,7 +344,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
                    fmt: str = "table", no_cache: bool = False, engine_obj: Engine | None = None,
                    progress: bool = True, qrels: str | None = None, method_opts: tuple[str, ...] = (),
                    timeout: float = 600.0, max_retries: int = 4, concurrency: int = 32,
-                   exclude: Path | None = None) -> dict:
+                   exclude: Path | None = None, schedule: str = "continuous") -> dict:
     """``rankk rerank``: validate, load, rerank (or print requests in a dry run), write, summarise."""
     from rankk_cli.rerank.methods import METHODS
     from rankk_cli.rerank.methods.base import method_options
@@ -358,6 +362,10 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
         raise RankkError(f"--max-retries: expected an integer >= 0, found {max_retries}")
     if concurrency < 1:
         raise RankkError(f"--concurrency: expected an integer >= 1, found {concurrency}")
+    from rankk_cli.rerank.scheduler import SCHEDULES
+
+    if schedule not in SCHEDULES:
+        raise RankkError(f"--schedule: expected one of {', '.join(SCHEDULES)}, found {schedule!r}")
     windows_path = None
     if output is not None and not dry_run:  # checked before any input is read or any model loads
         windows_path = Path(windows_out) if windows_out else Path(str(output) + WINDOWS_SUFFIX)
@@ -438,7 +446,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
             run_table=run_table, texts=texts, queries=queries, method=method, method_cls=method_cls, model=model,
             engine=engine, engine_obj=engine_obj, needs_engine=needs_engine, sampling=sampling, config=config,
             opts=opts, truncate=truncate, no_cache=no_cache, progress=progress, output=output,
-            windows_path=windows_path, options=EngineOptions(
+            windows_path=windows_path, schedule=schedule, options=EngineOptions(
                 tensor_parallel=tensor_parallel, max_model_len=max_model_len,
                 gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls), timeout_s=timeout,
                 max_retries=max_retries, concurrency=concurrency))
@@ -459,7 +467,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
 
 
 def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine, engine_obj, needs_engine,
-                 sampling, config, opts, truncate, no_cache, progress, output, windows_path, options):
+                 sampling, config, opts, truncate, no_cache, progress, output, windows_path, options, schedule):
     """Build (or take) the engine, run the scheduler with the call cache, write the outputs."""
     with stdout_to_stderr():  # vLLM logs to stdout: keep stdout for our own output
         built = None
@@ -484,7 +492,7 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
         truncate_fn = (lambda text: engine_obj.truncate(text, truncate)) if truncate else None
         try:
             outcome = rerank(run_table, texts, queries, method, engine_obj, config, cache=cache, progress=progress,
-                             truncate_fn=truncate_fn, method_options=opts)
+                             truncate_fn=truncate_fn, method_options=opts, schedule=schedule)
         except KeyboardInterrupt:
             done = len(cache) if cache is not None else 0
             sys.stderr.write(f"rankk rerank: interrupted; no output written. {done} finished engine requests are in "

@@ -1,9 +1,25 @@
-"""Lockstep scheduler: every query advances together, one batched engine call per round.
+"""The scheduler: drives every query's method generator against the engine, continuously or in lockstep.
 
-Each query's method is a generator (see ``methods/base.py``). A round collects the calls every live query is
-waiting on -- its next window, its forced follow-up, or all of its pointwise pairs -- answers what the call
-cache already holds, and sends the rest to the engine in ONE ``generate`` call. So Q queries at depth 100,
-window 20, stride 10 take 9 engine calls, not 9 x Q; ragged lists simply finish early.
+Each query's method is a generator (see ``methods/base.py``) that yields the calls it waits on -- its next
+window, its forced follow-up, or all of its pointwise pairs -- and receives their completions.
+
+- ``continuous`` (the default): a query's calls are submitted (``Engine.submit``) the moment its previous ones
+  are answered, so no query waits for another's slowest window; the engine batches whatever is in flight (vLLM's
+  own continuous batching; the openai engine's request pool). Finished completions come back one by one
+  (``Engine.poll``) and each goes into the call cache at once (``CallCache.append``: a journal line, compacted
+  into Parquet chunks).
+- ``lockstep``: rounds. A round collects the calls every live query is waiting on and sends them to the engine in
+  ONE ``generate`` call, so Q queries at depth 100, window 20, stride 10 take 9 engine calls, not 9 x Q; ragged
+  lists finish early. Each round's completions are written as one cache chunk.
+
+Either way the call cache answers first (a miss looks once more at chunks other processes wrote meanwhile), and
+greedy decoding gives the same answers: only batch composition differs.
+
+``engine_calls`` counts the times the engine handed back a batch of finished answers: under lockstep one per
+round (one ``generate``), under continuous one per ``poll`` that returned answers (vLLM: an engine step in which
+at least one request finished; openai: a wake-up with at least one answer in). Each window's ``engine_call``
+holds the index of the batch that answered each of its calls; ``requests`` counts requests sent, the same under
+both schedules.
 
 The scheduler owns the bookkeeping of each call (cache key, engine-call index, tokens, seconds, cached) and
 folds it into the method's per-window records when a query finishes.
@@ -12,6 +28,7 @@ folds it into the method's per-window records when a query finishes.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -19,11 +36,13 @@ from rankk_cli.rerank.engines.base import Completion, Engine
 from rankk_cli.rerank.methods.base import Call, Candidate, Method, QueryResult
 
 DRY_RUN_ERROR = "dry run: no engine called"
+SCHEDULES = ("continuous", "lockstep")
+REFRESH_S = 0.5  # continuous: look for other processes' new cache entries at most this often
 
 
 @dataclass
 class RunStats:
-    engine_calls: int = 0  # batched generate() calls
+    engine_calls: int = 0  # batches of answers: generate() calls (lockstep), polls that returned answers (continuous)
     requests: int = 0  # requests sent to the engine
     cache_hits: int = 0
     input_tokens: int = 0
@@ -35,17 +54,24 @@ class RunStats:
 
 
 class Scheduler:
-    """Drive ``method`` over many queries in lockstep against ``engine`` (or print requests, in a dry run).
+    """Drive ``method`` over many queries against ``engine`` (or print requests, in a dry run).
 
-    ``cache``: a CallCache or None. ``on_progress(windows_done, tokens)`` is called after every round (tokens generated, or embedded).
+    ``schedule``: "continuous" or "lockstep" (see the module doc). ``cache``: a CallCache or None.
+    ``on_progress(windows_done, tokens)`` is called after every round (lockstep) or every query step
+    (continuous), with the tokens generated (or embedded) meanwhile.
     ``dry_run``: a callable receiving each Call (with ``meta["key"]``); no engine is called and every
-    completion is an error completion (windows keep their input order).
+    completion is an error completion (windows keep their input order); a dry run is always lockstep, so the
+    requests print round by round.
     """
 
     def __init__(self, engine: Engine | None, cache=None, on_progress: Callable[[int, int], None] | None = None,
-                 dry_run: Callable[[Call], None] | None = None, key_parts: tuple | None = None):
+                 dry_run: Callable[[Call], None] | None = None, key_parts: tuple | None = None,
+                 schedule: str = "continuous"):
         if engine is None and dry_run is None:
             raise ValueError("an engine is needed unless dry_run is given")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule: expected one of {', '.join(SCHEDULES)}, found {schedule!r}")
+        self.schedule = "lockstep" if dry_run is not None else schedule
         self.engine = engine
         self.cache = cache
         self.on_progress = on_progress
@@ -118,6 +144,8 @@ class Scheduler:
 
     def run(self, method: Method, queries: list[tuple[str, str, list[Candidate]]]) -> dict[str, QueryResult]:
         """Rerank every (qid, query, candidates); returns {qid: QueryResult} with records completed."""
+        if self.schedule == "continuous":
+            return self._run_continuous(method, queries)
         results: dict[str, QueryResult] = {}
         live: dict[str, tuple] = {}  # qid -> (generator, calls it waits on)
         for qid, query, cands in queries:
@@ -147,6 +175,123 @@ class Scheduler:
                     results[qid] = self._finish(qid, stop.value)
             if self.on_progress is not None:
                 self.on_progress(done_windows, tokens)
+        return {qid: results[qid] for qid, _q, _c in queries}
+
+    # ------------------------------------------------------------------------------------------------------
+    # continuous
+
+    def _lookup(self, calls: list[Call], out: list, idx: list[int]) -> list[int]:
+        """Answer ``calls[i]`` for i in ``idx`` from the cache; returns the indices still missing."""
+        misses = []
+        for i in idx:
+            hit = self.cache.get(calls[i].meta["key"]) if self.cache is not None else None
+            if hit is None:
+                misses.append(i)
+                continue
+            out[i] = hit
+            calls[i].meta.update(engine_call=-1, cached=True)
+            self.stats.cache_hits += 1
+        return misses
+
+    def _run_continuous(self, method: Method, queries) -> dict[str, QueryResult]:
+        results: dict[str, QueryResult] = {}
+        waiting: dict[str, list] = {}  # qid -> [generator, calls, completions, unanswered count]
+        tickets: dict[int, tuple[str, int]] = {}  # engine ticket -> (qid, index of the call)
+        ready: deque[str] = deque()  # queries whose calls are all answered
+        last_refresh = [time.monotonic()]
+        t_engine = [0.0]
+        name, model = self.key_parts[0], self.key_parts[1]
+
+        def dispatch(qid: str, gen, calls: list[Call]) -> None:
+            out: list[Completion | None] = [None] * len(calls)
+            for call in calls:
+                call.meta["key"] = self.key(call)
+            misses = self._lookup(calls, out, list(range(len(calls))))
+            if misses and self.cache is not None and time.monotonic() - last_refresh[0] >= REFRESH_S:
+                last_refresh[0] = time.monotonic()  # another process may have answered them meanwhile
+                if self.cache.refresh():
+                    misses = self._lookup(calls, out, misses)
+            waiting[qid] = [gen, calls, out, len(misses)]
+            if not misses:
+                ready.append(qid)
+                return
+            t0 = time.perf_counter()
+            got = self.engine.submit([calls[i].request for i in misses])
+            t_engine[0] += time.perf_counter() - t0
+            if len(got) != len(misses):
+                raise RuntimeError(f"engine {self.engine.name!r} returned {len(got)} tickets for "
+                                   f"{len(misses)} requests")
+            self.stats.requests += len(misses)
+            for i, ticket in zip(misses, got):
+                tickets[ticket] = (qid, i)
+
+        def advance(qid: str) -> None:
+            gen, calls, out, _left = waiting.pop(qid)
+            for call, c in zip(calls, out):
+                call.meta.update(input_tokens=c.input_tokens, output_tokens=c.output_tokens, seconds=c.seconds)
+            if self.on_progress is not None:
+                self.on_progress(sum(1 for c in calls if c.meta.get("window")),
+                                 sum(c.input_tokens if c.embedding is not None else c.output_tokens
+                                     for c in out if not c.cached))
+            try:
+                nxt = gen.send(out)
+            except StopIteration as stop:
+                results[qid] = self._finish(qid, stop.value)
+                return
+            dispatch(qid, gen, nxt)
+
+        try:
+            for qid, query, cands in queries:
+                gen = method.rerank(qid, query, cands)
+                try:
+                    first = next(gen)
+                except StopIteration as stop:
+                    results[qid] = self._finish(qid, stop.value)
+                    continue
+                dispatch(qid, gen, first)
+            while ready or tickets:
+                while ready:
+                    advance(ready.popleft())
+                if not tickets:
+                    continue
+                t0 = time.perf_counter()
+                finished = self.engine.poll()
+                elapsed = time.perf_counter() - t0
+                t_engine[0] += elapsed
+                if not finished:
+                    raise RuntimeError(f"engine {self.engine.name!r} returned nothing with {len(tickets)} "
+                                       "requests outstanding")
+                index = self.stats.engine_calls
+                self.stats.engine_calls += 1
+                self.stats.batch_sizes.append(len(finished))
+                store = []
+                for ticket, c in finished:
+                    if ticket not in tickets:
+                        raise RuntimeError(f"engine {self.engine.name!r} answered an unknown request ({ticket})")
+                    qid, i = tickets.pop(ticket)
+                    state = waiting[qid]
+                    call = state[1][i]
+                    if c.finish_reason == "error":
+                        self.stats.errors += 1
+                        self.stats.first_error = self.stats.first_error or (c.error or "unknown engine error")
+                    if not c.seconds:
+                        c.seconds = elapsed / len(finished)
+                    state[2][i] = c
+                    call.meta.update(engine_call=index, cached=False)
+                    self.stats.input_tokens += c.input_tokens
+                    self.stats.output_tokens += c.output_tokens
+                    store.append((call.meta["key"], c))
+                    state[3] -= 1
+                    if state[3] == 0:
+                        ready.append(qid)
+                if self.cache is not None:  # at once: a run killed after this line repeats none of these
+                    self.cache.append(store, engine=name, model=model)
+        finally:
+            self.stats.engine_seconds += t_engine[0]
+            if tickets:
+                self.engine.cancel(list(tickets))
+            if self.cache is not None:
+                self.cache.flush()
         return {qid: results[qid] for qid, _q, _c in queries}
 
     @staticmethod

@@ -1,12 +1,16 @@
 """The engine contract. An engine knows how to generate (or embed); it knows nothing of methods.
 
-``generate`` takes a whole batch of requests and is ONE engine call: the scheduler puts every query's ready
-request into one list. Engines are registered by name in ``rankk_cli.rerank.engines.ENGINES``.
+``generate`` takes a whole batch of requests and is ONE engine call: the lockstep scheduler puts every query's
+ready request into one list. ``submit``/``poll``/``cancel`` serve the continuous scheduler: requests go in at
+any time and come back one by one as each finishes; the default answers everything submitted since the last poll
+in ONE ``generate`` call, and engines with their own continuous batching (vllm, openai) override them.
+Engines are registered by name in ``rankk_cli.rerank.engines.ENGINES``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
@@ -189,6 +193,34 @@ class Engine(ABC):
     def close(self) -> None:
         pass
 
+    # continuous: tickets in, (ticket, completion) out as each finishes
+
+    def submit(self, requests: list[Request]) -> list[int]:
+        """Start ``requests`` without waiting; one ticket (an int, unique within this engine) per request."""
+        tickets = self.__dict__.setdefault("_tickets", itertools.count())
+        queued = self.__dict__.setdefault("_queued", [])
+        out = [next(tickets) for _ in requests]
+        queued.extend(zip(out, requests))
+        return out
+
+    def poll(self) -> list[tuple[int, Completion]]:
+        """Wait until at least one submitted request has finished (none outstanding: return at once); return
+        (ticket, completion) for every request finished since the last poll, in no promised order."""
+        queued, self.__dict__["_queued"] = self.__dict__.get("_queued", []), []
+        if not queued:
+            return []
+        completions = self.generate([r for _t, r in queued])
+        if len(completions) != len(queued):
+            raise RuntimeError(f"engine {self.name!r} returned {len(completions)} completions for "
+                               f"{len(queued)} requests")
+        return [(t, c) for (t, _r), c in zip(queued, completions)]
+
+    def cancel(self, tickets: list[int]) -> None:
+        """Forget submitted requests that are no longer wanted (a run that stops early); later polls never
+        return them."""
+        drop = set(tickets)
+        self.__dict__["_queued"] = [(t, r) for t, r in self.__dict__.get("_queued", []) if t not in drop]
+
 
 class NoEngine(Engine):
     """The engine of methods that never call one (``needs_engine = False``, e.g. oracle): a call is a bug."""
@@ -232,6 +264,16 @@ class LazyEngine(Engine):
 
     def truncate(self, text: str, max_tokens: int) -> str:
         return self.real().truncate(text, max_tokens)
+
+    def submit(self, requests: list[Request]) -> list[int]:
+        return self.real().submit(requests)
+
+    def poll(self) -> list[tuple[int, Completion]]:
+        return self.real().poll() if self._real is not None else []
+
+    def cancel(self, tickets: list[int]) -> None:
+        if self._real is not None:
+            self._real.cancel(tickets)
 
     def close(self) -> None:
         if self._real is not None:

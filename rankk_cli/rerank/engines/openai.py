@@ -1,12 +1,17 @@
 """The ``openai`` engine: any OpenAI-compatible server (``vllm serve``, vLLM's api_server module, SGLang, ...).
 
 Chat requests go to ``/v1/chat/completions``, raw prompts to ``/v1/completions``. One ``generate`` call sends
-its requests concurrently from a thread pool (``EngineOptions.concurrency`` at a time), spread round-robin over
-``EngineOptions.base_urls``. Each HTTP attempt has a timeout (``timeout_s``); connection errors, timeouts, 429
+its requests concurrently from a thread pool (``EngineOptions.concurrency`` at a time), each to the
+``EngineOptions.base_urls`` entry with the fewest requests in flight (ties round-robin; ``stats.extra["sent"]``
+counts attempts per URL). Each HTTP attempt has a timeout (``timeout_s``); connection errors, timeouts, 429
 and 5xx are retried up to ``max_retries`` times with exponential backoff (``Retry-After`` honoured, capped),
 moving to the next base URL; other 4xx fail at once. A request that still fails comes back as a Completion with
 ``finish_reason="error"`` and ``error`` set -- the batch never raises for one bad request, so finished requests
 are kept and the scheduler records the failure.
+
+For the continuous scheduler, ``submit`` puts requests on a queue served by ``concurrency`` long-lived daemon
+threads and ``poll`` hands back each answer as soon as it arrives, so a query's next request goes out the moment
+its previous one is answered.
 
 vLLM extensions are sent only when a request needs them: ``continue_final_message`` (continue the assistant
 message) and ``allowed_token_ids`` (forced answers; needs the model's tokenizer). ``count_tokens``/``truncate``
@@ -208,11 +213,27 @@ class OpenAIEngine(Engine):
     # sending
 
     def _start(self) -> int:
-        """Round-robin: index of the base URL a new request tries first (retries move to the next)."""
+        """Least outstanding requests: the index of the base URL a new request tries first (retries move to the
+        next) is the one with the fewest requests in flight now, ties taken round-robin; so a slow server gets
+        fewer requests and a fast one more. The pick counts as in flight at once (``_done`` releases it)."""
         with self._lock:
-            i = self._next
-            self._next += 1
-        return i % len(self.base_urls)
+            n = len(self.base_urls)
+            inflight = self.__dict__.setdefault("_inflight", [0] * n)
+            first = self._next % n
+            i = min(((first + k) % n for k in range(n)), key=lambda j: inflight[j])
+            self._next = i + 1
+            inflight[i] += 1
+            self.stats.extra.setdefault("sent", [0] * n)[i] += 1
+        return i
+
+    def _take(self, slot: int) -> None:
+        with self._lock:
+            self._inflight[slot] += 1
+            self.stats.extra["sent"][slot] += 1
+
+    def _done(self, slot: int) -> None:
+        with self._lock:
+            self._inflight[slot] -= 1
 
     def _attempt(self, url: str, path: str, body: dict) -> dict:
         import httpx
@@ -243,9 +264,15 @@ class OpenAIEngine(Engine):
         start = self._start()
         last = "no attempt"
         for attempt in range(attempts):
-            url = self.base_urls[(start + attempt) % len(self.base_urls)]
+            slot = (start + attempt) % len(self.base_urls)
+            url = self.base_urls[slot]
+            if attempt:
+                self._take(slot)
             try:
-                data = self._attempt(url, path, body)
+                try:
+                    data = self._attempt(url, path, body)
+                finally:
+                    self._done(slot)
             except _Failure as fail:
                 last = str(fail)
                 if not fail.retry:
@@ -324,7 +351,89 @@ class OpenAIEngine(Engine):
             raise crash[0]
         return out  # type: ignore[return-value]
 
+    # ------------------------------------------------------------------------------------------------------
+    # continuous: a long-lived pool; answers come back one by one
+
+    def _pool(self) -> dict:
+        pool = self.__dict__.get("_pool_state")
+        if pool is None:
+            import itertools
+            import queue
+
+            pool = self.__dict__["_pool_state"] = {
+                "tickets": itertools.count(), "todo": queue.Queue(), "done": queue.Queue(), "stop": threading.Event(),
+                "outstanding": set(), "dropped": set()}
+
+            def work() -> None:
+                while not pool["stop"].is_set():
+                    try:
+                        t, request = pool["todo"].get(timeout=0.2)
+                    except queue.Empty:
+                        continue
+                    if t in pool["dropped"]:
+                        continue
+                    try:
+                        pool["done"].put((t, self._one(request)))
+                    except BaseException as exc:  # a bug, not a server fault: surface it in the main thread
+                        pool["done"].put((t, exc))
+
+            for n in range(max(1, int(self.options.concurrency))):
+                threading.Thread(target=work, name=f"rankk-openai-pool-{n}", daemon=True).start()
+        return pool
+
+    def submit(self, requests: list[Request]) -> list[int]:
+        if any(r.embed is not None for r in requests):
+            raise RankkError("engine openai: embedding requests are not supported; use --engine vllm")
+        pool = self._pool()
+        tickets = []
+        for r in requests:
+            t = next(pool["tickets"])
+            pool["outstanding"].add(t)
+            pool["todo"].put((t, r))
+            tickets.append(t)
+        return tickets
+
+    def poll(self) -> list[tuple[int, Completion]]:
+        """Wait (in short slices, so Ctrl-C lands at once) for the next answer, then take every other one that
+        is already in."""
+        import queue
+
+        pool = self._pool()
+        out: list[tuple[int, Completion]] = []
+        while pool["outstanding"] - pool["dropped"] and not out:
+            try:
+                item = pool["done"].get(timeout=0.1)
+            except queue.Empty:
+                continue
+            items = [item]
+            while True:
+                try:
+                    items.append(pool["done"].get_nowait())
+                except queue.Empty:
+                    break
+            for t, c in items:
+                pool["outstanding"].discard(t)
+                if t in pool["dropped"]:
+                    pool["dropped"].discard(t)
+                    continue
+                if isinstance(c, BaseException):
+                    raise c
+                out.append((t, c))
+        self.stats.calls += 1 if out else 0
+        self.stats.requests += len(out)
+        for _t, c in out:
+            self.stats.input_tokens += c.input_tokens
+            self.stats.output_tokens += c.output_tokens
+        return out
+
+    def cancel(self, tickets: list[int]) -> None:
+        pool = self._pool()
+        pool["dropped"].update(t for t in tickets if t in pool["outstanding"])
+
     def close(self) -> None:
+        pool = self.__dict__.get("_pool_state")
+        if pool is not None:
+            pool["stop"].set()
         client = getattr(self, "client", None)
         if client is not None:
             client.close()

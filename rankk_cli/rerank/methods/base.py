@@ -2,8 +2,8 @@
 
 A method reranks ONE query's candidate list as a generator (a coroutine): it yields a list of ``Call`` s it
 needs answered, receives the list of ``Completion`` s back (same order), and finally returns a ``QueryResult``.
-The scheduler runs every query's generator in lockstep, so each round's calls from ALL queries go to the engine
-as one batched call. This one shape serves sliding windows (one call per step), pointwise methods (all pairs in
+The scheduler runs every query's generator, continuously (a query's next calls go out as soon as its last are
+answered) or in lockstep (each round's calls from ALL queries go to the engine as one batched call). This one shape serves sliding windows (one call per step), pointwise methods (all pairs in
 one step), setwise heaps and pairwise sorts alike.
 
 Methods are registered by name in ``rankk_cli.rerank.methods.METHODS``.
