@@ -63,13 +63,13 @@ def test_report_table_markers_and_cost(report_dir, data):
     assert rep.pvalues[("reverse", "dl19", "R@100")] == 1.0
     assert ("splade", "noveleval", "nDCG@10") not in rep.values  # system absent there
     assert rep.cost["reverse"] == {"requests": 3 * nq, "engine calls": 3, "tokens in": 150 * nq,
-                                   "tokens out": 50 * nq, "seconds": pytest.approx(0.75 * nq)}
+                                   "tokens out": 50 * nq, "generate s": pytest.approx(0.75 * nq)}
     assert "bm25" not in rep.cost
 
     md = rep.to_markdown()
     lines = md.splitlines()
     assert lines[0] == ("| system | dl19 nDCG@10 | dl19 R@100 | noveleval nDCG@10 | noveleval R@100 | requests | "
-                        "engine calls | tokens in | tokens out | seconds |")
+                        "engine calls | tokens in | tokens out | generate s |")
     splade_row = next(line for line in lines if line.startswith("| splade"))
     assert f"**0.7308{BETTER}**" in splade_row and "| – |" in splade_row
     assert lines[2].startswith("| bm25 (baseline) | 0.5058 |")

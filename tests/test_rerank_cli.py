@@ -280,3 +280,38 @@ def test_cli_builds_vllm_engine_from_registry(rankk, small, dl19, tiny_model, tm
     assert "answered from the call cache; the model was not loaded" in proc.stderr
     assert "Loading safetensors" not in proc.stderr
     assert again.read_text() == out.read_text()
+
+
+@pytest.mark.parametrize("schedule", ["continuous", "lockstep"])
+def test_cost_figures_are_apart_and_add_up_to_the_wall_time(small, dl19, tmp_path, schedule):
+    """load (import + model), generate (inside the engine, load excluded), rankk's own code: each >= 0, together
+    the wall time; a cached re-run generates nothing and its windows cost 0 engine seconds."""
+    import pyarrow.parquet as pq
+
+    from rankk_cli.docs import read_candidates
+    from rankk_cli.rerank.engines.base import EngineOptions, LazyEngine, Sampling
+    from rankk_cli.rerank.methods.base import RerankConfig
+    from rankk_cli.rerank.pipeline import rerank
+    from rankk_cli.sources import load_topics
+
+    def slow_load():
+        time.sleep(0.3)  # stands in for importing vLLM and loading weights
+        return FakeEngine(delay=0.05)
+
+    engine = LazyEngine(slow_load, "fake", "fake-model", Sampling(), EngineOptions())
+    run, texts = read_candidates(small)
+    out = rerank(run, texts, load_topics(dl19["topics"]), "rankk", engine, RerankConfig(depth=20, window=10, stride=5),
+                 progress=False, schedule=schedule)
+    s = out.summary
+    parts = [s["load_seconds"], s["generate_seconds"], s["rankk_seconds"]]
+    assert all(p >= 0 for p in parts) and abs(sum(parts) - s["wall_seconds"]) < 0.005
+    assert s["load_seconds"] >= 0.3 and s["generate_seconds"] >= 0.05  # the load is not counted as generate time
+    assert s["generate_seconds"] < s["wall_seconds"] - 0.3
+
+    out_path = tmp_path / "o.trec"
+    first = run_fake(small, dl19, out_path, FakeEngine(), fmt="json", schedule=schedule)
+    assert first["load_seconds"] == 0  # an engine built beforehand: no load inside the run
+    again = run_fake(small, dl19, tmp_path / "again.trec", FakeEngine(), fmt="json", schedule=schedule)
+    assert again["requests"] == 0 and again["generate_seconds"] == 0
+    rows = pq.read_table(str(tmp_path / "again.trec") + ".windows.parquet").to_pylist()
+    assert rows and all(r["cached"] and r["seconds"] == 0 for r in rows)

@@ -192,6 +192,7 @@ def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name
         sys.stderr.write(f"rankk: warning: {line}\n")
     planned = [method.planned_windows(len(c)) for _q, _t, c in items]
     total = None if any(p is None for p in planned) else sum(planned)
+    load0 = engine.load_seconds if engine is not None else 0.0
     t0 = time.perf_counter()
     # no bar when nothing is planned (oracle: no windows to count, never "0/0 windows")
     with _progress(progress and dry_run is None and total != 0, total) as on_progress:
@@ -208,9 +209,16 @@ def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name
         "outcomes": {k: outcomes.get(k, 0) for k in OUTCOMES},
         "input_tokens": sum(r.get("input_tokens", 0) for r in records),
         "output_tokens": sum(r.get("output_tokens", 0) for r in records),
-        "generated_tokens": st.output_tokens, "engine_seconds": round(st.engine_seconds, 3),
-        "seconds": round(seconds, 3), "engine_errors": st.errors,
+        "generated_tokens": st.output_tokens, "engine_errors": st.errors,
     }
+    # where the wall time went, in parts that add up to it: loading the model (import + weights, on the first
+    # engine call of a lazily built engine), generating (time inside the engine's calls, load excluded; cached
+    # calls cost nothing here) and rankk's own code (prompts, tokenising, parsing, scheduling, cache I/O)
+    load = (engine.load_seconds - load0) if engine is not None else 0.0
+    inside = st.engine_seconds
+    summary.update(wall_seconds=round(seconds, 3), load_seconds=round(load, 3),
+                   generate_seconds=round(max(0.0, inside - load), 3),
+                   rankk_seconds=round(max(0.0, seconds - inside), 3), seconds=round(seconds, 3))
     if st.first_error:
         summary["first_engine_error"] = st.first_error
     if method.note:  # e.g. the oracle says it is one
@@ -250,15 +258,17 @@ def _render_summary(summary: dict) -> None:
     from rich.table import Table
 
     table = Table(title="rerank outcomes", title_justify="left")
-    for k in ("windows", *OUTCOMES, "engine calls", "cache hits", "tokens in", "tokens out", "seconds"):
+    for k in ("windows", *OUTCOMES, "engine calls", "cache hits", "tokens in", "tokens out", "load s",
+              "generate s", "rankk s", "wall s"):
         table.add_column(k, justify="right")
     o = summary["outcomes"]
     table.add_row(str(summary["windows"]), *(str(o[k]) for k in OUTCOMES), str(summary["engine_calls"]),
                   str(summary["cache_hits"]), f"{summary['input_tokens']:,}", f"{summary['output_tokens']:,}",
-                  f"{summary['seconds']:.1f}")
+                  *(f"{summary[k]:.1f}" for k in ("load_seconds", "generate_seconds", "rankk_seconds",
+                                                  "wall_seconds")))
     Console(stderr=True, width=None if sys.stderr.isatty() else 200).print(table)  # piped: no cut-off headers
     if summary.get("schedule") == "continuous" and summary.get("requests"):
-        sys.stderr.write(f"schedule continuous: {summary['requests']} requests sent; engine calls = batches of "
+        sys.stderr.write(f"rankk: schedule continuous: {summary['requests']} requests sent; engine calls = batches of "
                          "finished answers the engine handed back\n")
     bad = o.get("failed", 0)
     if bad:

@@ -31,7 +31,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "repairs": ("string", "every repair and reason, '; '-joined (empty when the answer was taken as given)"),
     "input_tokens": ("int64", "prompt tokens of the window's requests"),
     "output_tokens": ("int64", "generated tokens of the window's requests"),
-    "seconds": ("float64", "engine seconds attributed to the window's requests"),
+    "seconds": ("float64", "engine (generate) seconds of the window's requests; 0 for calls from the cache"),
     "cached": ("bool", "every request of the window came from the call cache"),
     "score": ("float64", "pointwise score (rank1: p(true)), else null"),
     "logprobs": ("string", "JSON {identifier: logprob} the ranking was read from (first), else null"),
@@ -71,7 +71,8 @@ def finish_record(rec: dict, qid: str) -> dict:
     rec["prompt_hash"] = calls[0].meta.get("key", "") if calls else ""
     rec["input_tokens"] = sum(c.meta.get("input_tokens", 0) for c in calls)
     rec["output_tokens"] = sum(c.meta.get("output_tokens", 0) for c in calls)
-    rec["seconds"] = sum(c.meta.get("seconds", 0.0) for c in calls)
+    # engine seconds of the calls actually made: a call answered from the cache cost nothing (``cached`` says so)
+    rec["seconds"] = sum(c.meta.get("seconds", 0.0) for c in calls if not c.meta.get("cached", False))
     rec["cached"] = bool(calls) and all(c.meta.get("cached", False) for c in calls)
     return rec
 

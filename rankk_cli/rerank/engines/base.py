@@ -163,6 +163,9 @@ class Engine(ABC):
     """Base class. Subclasses set ``name`` and implement ``generate`` (and ``embed`` for pooling models)."""
 
     name: str = "base"
+    # seconds spent importing the backend and loading the model (LazyEngine measures its build; an engine built
+    # beforehand and passed in counts 0 here)
+    load_seconds: float = 0.0
 
     def __init__(self, model: str, sampling: Sampling, options: EngineOptions):
         self.model = model
@@ -248,7 +251,11 @@ class LazyEngine(Engine):
 
     def real(self) -> Engine:
         if self._real is None:
+            import time
+
+            t0 = time.perf_counter()
             self._real = self._factory()
+            self.load_seconds = time.perf_counter() - t0  # import + model load: not generate time
             self.stats = self._real.stats
         self._real.sampling = self.sampling
         return self._real
