@@ -128,8 +128,11 @@ def build_tiny_model(directory: str | Path, *, force: bool = False) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=directory.parent))
     try:
-        model.save_pretrained(tmp)
-        hf_tok.save_pretrained(tmp)
+        from rankk_cli.quiet import captured
+
+        with captured():  # transformers' "Writing model shards" bar: not rankk's line (doctor builds this model)
+            model.save_pretrained(tmp)
+            hf_tok.save_pretrained(tmp)
         # the generic class name loads under transformers 4.x (GPU machines) as well as 5.x
         tok_cfg = json.loads((tmp / "tokenizer_config.json").read_text())
         tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"

@@ -53,3 +53,11 @@ def test_retrieve_stderr_is_rankk_only(rankk, data, tmp_path):
               "--k", "10")
     assert p.returncode == 0, p.stderr
     assert foreign_lines(p.stderr) == [], p.stderr
+
+
+def test_doctor_stderr_is_rankk_only(rankk):
+    """doctor loads vLLM (the tiny model) and starts Java: neither's own output reaches the terminal."""
+    p = rankk("doctor")
+    assert p.returncode in (0, 1), p.stderr
+    assert foreign_lines(p.stderr) == [], p.stderr
+    assert "model loading" in p.stdout
