@@ -112,7 +112,9 @@ def test_tiny_model_every_candidate_once_and_token_truncation(crosslang, tiny_vl
                   fmt="json")
     # the prompts: a dry run prints every request (no engine); passages are token-truncated
     rerank_command(output=None, dry_run=True, **common)
-    requests = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    requests = [obj for obj in lines if "request" in obj]  # the --format json dry run ends with {"summary": ...}
+    assert len(lines) == len(requests) + 1 and "summary" in lines[-1]
     assert requests
     shown = []
     for req in requests:

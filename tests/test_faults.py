@@ -36,7 +36,7 @@ from rankk_cli.rerank.pipeline import rerank_command
 
 # columns of OUT.windows.parquet that do not depend on timing, the cache or which attempt made the call
 DETERMINISTIC = ["qid", "pass", "start", "end", "docids", "prompt_hash", "raw", "forced_raw", "reasoning", "parsed",
-                 "ties", "outcome", "repairs", "input_tokens", "output_tokens", "score"]
+                 "ties", "outcome", "repairs", "input_tokens", "output_tokens", "score", "logprobs", "step", "note"]
 N_QUERIES, N_CANDS = 5, 10
 # depth 10, window 4, stride 2 -> 4 windows per query; the random tiny model is always cut off at 16 tokens, so
 # every window is a reply + a forced answer: 8 lockstep rounds, 8 engine calls, 40 requests
