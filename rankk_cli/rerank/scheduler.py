@@ -100,16 +100,7 @@ class Scheduler:
             for attempt in range(2):  # a miss may be a chunk another process wrote meanwhile: look once more
                 if attempt and not self.cache.refresh():
                     break
-                still = []
-                for i in misses:
-                    hit = self.cache.get(calls[i].meta["key"])
-                    if hit is None:
-                        still.append(i)
-                        continue
-                    out[i] = hit
-                    calls[i].meta.update(engine_call=-1, cached=True)
-                    self.stats.cache_hits += 1
-                misses = still
+                misses = self._lookup(calls, out, misses)
                 if not misses:
                     break
         if misses:
