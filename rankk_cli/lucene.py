@@ -101,16 +101,20 @@ def start_jvm() -> None:
             jnius_config.add_classpath(jar)
         have = set(jnius_config.get_options())
         jnius_config.add_options(*[o for o in JVM_OPTIONS if o not in have])
-    try:
-        from jnius import autoclass
-    except Exception as exc:  # a broken JVM install
-        raise RankkError(f"cannot start the Java VM from {os.environ['JAVA_HOME']}: {exc}") from None
-    try:
-        autoclass("io.anserini.search.SimpleSearcher")
-    except Exception:
-        raise RankkError("the Java VM is already running without Anserini on its classpath "
-                         f"(expected {jar})") from None
-    _quiet_java_logging()
+    from rankk_cli.quiet import captured
+
+    with captured() as noise:  # what the JVM and Anserini's class init print: not rankk's lines (-v shows it)
+        try:
+            from jnius import autoclass
+        except Exception as exc:  # a broken JVM install
+            raise RankkError(f"cannot start the Java VM from {os.environ['JAVA_HOME']}: {exc}"
+                             f"{noise.suffix()}") from None
+        try:
+            autoclass("io.anserini.search.SimpleSearcher")
+        except Exception:
+            raise RankkError("the Java VM is already running without Anserini on its classpath "
+                             f"(expected {jar})") from None
+        _quiet_java_logging()
     _JVM_READY = True
 
 

@@ -159,11 +159,14 @@ def retrieve_command(*, topics: str, output: Path, corpus: Path | None = None, i
 
     searcher = lucene.Searcher(index_dir, k1=k1, b=b)
     start = time.perf_counter()
-    with Progress(TextColumn("BM25 search"), BarColumn(), MofNCompleteColumn(), TextColumn("queries"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("search", total=len(queries))
-        results = searcher.search_all(queries, k=k, threads=threads,
-                                      on_chunk=lambda n: progress.advance(task, n))
+    if console.is_terminal:  # a live bar; piped, a transient display would leave only a blank line
+        with Progress(TextColumn("BM25 search"), BarColumn(), MofNCompleteColumn(), TextColumn("queries"),
+                      TimeElapsedColumn(), console=console, transient=True) as progress:
+            task = progress.add_task("search", total=len(queries))
+            results = searcher.search_all(queries, k=k, threads=threads,
+                                          on_chunk=lambda n: progress.advance(task, n))
+    else:
+        results = searcher.search_all(queries, k=k, threads=threads)
     seconds = time.perf_counter() - start
     searcher.close()
 
