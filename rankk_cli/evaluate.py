@@ -585,30 +585,6 @@ def _empty_ranking_values(measure, qrels: Qrels, missing: np.ndarray, column: np
     column[missing] = counts[missing]
 
 
-class _captured_stderr:
-    """Collect what child processes and C code write to file descriptor 2 (restored on exit)."""
-
-    def __enter__(self):
-        import tempfile
-
-        sys.stderr.flush()
-        self._file = tempfile.TemporaryFile()
-        self._saved = os.dup(2)
-        os.dup2(self._file.fileno(), 2)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        sys.stderr.flush()
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-
-    def text(self) -> str:
-        self._file.seek(0)
-        data = self._file.read().decode("utf-8", "replace")
-        self._file.close()
-        return data
-
-
 def _slow_values(df: pd.DataFrame, qrels: Qrels, measures: list, slow: list, values: np.ndarray) -> None:
     """ir_measures' providers for the measures the fast path does not cover."""
     import ir_measures
@@ -623,7 +599,10 @@ def _slow_values(df: pd.DataFrame, qrels: Qrels, measures: list, slow: list, val
     for m in slow:
         col = measures.index(m)
         values[:, col] = m.DEFAULT if isinstance(m.DEFAULT, (int, float)) else 0.0
-    with _captured_stderr() as captured:  # providers run tools (gdeval's perl) that write to fd 2
+    from rankk_cli.quiet import captured as capture_output
+
+    # providers run tools (gdeval's perl) that write to fd 2: read here, so captured even with -v
+    with capture_output(fds=(2,), always=True) as captured:
         try:
             # one provider call per measure: pytrec_eval crashes (SIGSEGV) on Bpref together with NumRel/NumRet/
             # Rprec in one evaluator when a grade is negative, and ir_measures' iter_calc mixes a judged_only

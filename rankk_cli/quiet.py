@@ -16,15 +16,24 @@ def verbose() -> bool:
 
 
 class Captured:
+    """What was written meanwhile; readable during the block and after it (the text is kept on exit)."""
+
     def __init__(self, fh=None):
         self.fh = fh
+        self._text = ""
 
-    def tail(self, n: int = 3) -> list[str]:
+    def text(self) -> str:
         if self.fh is None:
-            return []
+            return self._text
         self.fh.flush()
         self.fh.seek(0)
-        text = self.fh.read().decode("utf-8", "replace").replace("\r", "\n")
+        return self.fh.read().decode("utf-8", "replace")
+
+    def _keep(self) -> None:
+        self._text, self.fh = self.text(), None
+
+    def tail(self, n: int = 3) -> list[str]:
+        text = self.text().replace("\r", "\n")
         return [line.strip() for line in text.splitlines() if line.strip()][-n:]
 
     def suffix(self, n: int = 3, limit: int = 300) -> str:
@@ -34,9 +43,10 @@ class Captured:
 
 
 @contextlib.contextmanager
-def captured():
-    """Meanwhile, file descriptors 1 and 2 (Python and C level) write to a temp file, unless verbose."""
-    if verbose():
+def captured(fds: tuple[int, ...] = (1, 2), always: bool = False):
+    """Meanwhile, file descriptors ``fds`` (Python and C level; default stdout and stderr) write to a temp file,
+    unless verbose -- or ``always``, for output rankk itself reads (eval's providers' error text)."""
+    if verbose() and not always:
         yield Captured()
         return
     for stream in (sys.stdout, sys.stderr):
@@ -44,19 +54,20 @@ def captured():
             stream.flush()
     with tempfile.TemporaryFile() as fh:
         try:
-            saved = [os.dup(1), os.dup(2)]
+            saved = [os.dup(fd) for fd in fds]
         except OSError:  # no real descriptors (embedded use): nothing to capture
             yield Captured()
             return
-        os.dup2(fh.fileno(), 1)
-        os.dup2(fh.fileno(), 2)
+        for fd in fds:
+            os.dup2(fh.fileno(), fd)
+        cap = Captured(fh)
         try:
-            yield Captured(fh)
+            yield cap
         finally:
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
                     stream.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
+            for fd, old in zip(fds, saved):
+                os.dup2(old, fd)
+                os.close(old)
+            cap._keep()
