@@ -165,6 +165,12 @@ def test_rankr1_golden_prompt():
     ("<think>x</think><answer>[7]</answer>", 5, None, False),      # out of range
     ("<think>x</think><answer>[1] > [2]</answer>", 5, None, False),  # not a single label
     ("<think>still thinking about [2]", 5, None, False),
+    ("<think>x</think><answer>Document 4.</answer>", 5, 3, False),  # the label alone, with a word: lenient
+    # SmolLM2's forced answers (DL19): a passage copied back after its label is no answer; the label alone is
+    ("<answer>[2] Flea Pupa. The flea life cycle discussed - the flea life", 5, None, False),
+    ("<answer>[3] The cost of concrete is a very important part of plannin", 5, None, False),
+    ("<answer>[3]</answer>", 5, 2, False),
+    ("<answer>\n[3]", 5, 2, False),
 ])
 def test_rankr1_parser(reply, n, best, exact):
     got, note = rankr1.parse_choice(reply, n)

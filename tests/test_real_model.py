@@ -151,10 +151,11 @@ def check_rankr1(row: dict) -> None:
     if row["outcome"] == "ok":
         m = re.search(r"</think>\s*<answer>\s*\[(\d+)\]\s*</answer>", row["raw"].lower())
         assert m and 1 <= int(m.group(1)) <= n, row
-    elif row["outcome"] == "forced":
-        assert re.search(r"\d", row["forced_raw"] or ""), row
-    elif row["outcome"] == "repaired":
-        assert "<answer>" in row["raw"].lower() and row["repairs"], row
+    elif row["outcome"] in ("forced", "repaired"):
+        text = (row["forced_raw"] or "") if row["outcome"] == "forced" else row["raw"].lower().rpartition("<answer>")[2]
+        label = re.fullmatch(r"\s*(?:(?:document|doc|passage)\s*)?\[?\s*(\d+)\s*\]?\s*\.?\s*",
+                             text.split("</answer>")[0], re.I)  # the label alone: a copied passage is no answer
+        assert label and 1 <= int(label.group(1)) <= n and row["repairs"], row
 
 
 @pytest.mark.parametrize("case", list(CASES))

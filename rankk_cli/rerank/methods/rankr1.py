@@ -9,7 +9,8 @@ Format (``Rank-R1/prompts/prompt_setwise-R1.toml`` and ``run_setwise.py``):
   ``random.sample`` even with one permutation); rankk seeds that shuffle per query (option ``seed``, default 929
   as the reference) so reruns and the call cache are deterministic; ``shuffle=false`` turns it off;
 - answer: ``<think>.*?</think>\\s*<answer>(.*?)</answer>`` on the lower-cased reply, which must be exactly one
-  shown label ``[j]``. A label found only leniently (no ``<think>`` block, missing brackets, spaces) is
+  shown label ``[j]``. A label found only leniently (no ``<think>`` block, missing brackets, spaces, a leading
+  ``Document``; the span must hold the label alone -- a passage copied back after ``[2]`` is no answer) is
   *repaired*; no label at all is *failed* and, as in the reference, the parent (first document) wins.
   A reply cut off by max_tokens is forced like rankk (``</think>`` appended, answer continued).
 
@@ -50,6 +51,9 @@ USER = (
 )
 
 PATTERN = re.compile(r"<think>.*?</think>\s*<answer>(.*?)</answer>", re.DOTALL)
+# a lenient answer is the label alone (``3``, ``[3]``, ``Document 3.``), never a passage copied back after its
+# label (``[2] Flea Pupa. The flea life cycle...``, what SmolLM2 writes when forced): that is no answer
+LABEL_ONLY = re.compile(r"\s*(?:(?:document|doc|passage)\s*)?\[?\s*(\d+)\s*\]?\s*\.?\s*", re.IGNORECASE)
 
 
 def user_message(query: str, passages: list[str]) -> str:
@@ -65,10 +69,9 @@ def parse_choice(text: str, n: int) -> tuple[int | None, str]:
     span = answer_span(text)
     if span is None:
         return None, "no <answer> span"
-    ids = {int(i) for i in re.findall(r"\d+", to_ascii_digits(span))}
-    valid = {i for i in ids if 1 <= i <= n}
-    if len(ids) == 1 and len(valid) == 1:
-        return valid.pop() - 1, f"label read leniently from {span.strip()[:40]!r}"
+    label = LABEL_ONLY.fullmatch(to_ascii_digits(span))
+    if label and 1 <= int(label.group(1)) <= n:
+        return int(label.group(1)) - 1, f"label read leniently from {span.strip()[:40]!r}"
     return None, f"no single valid label in {span.strip()[:40]!r}"
 
 
