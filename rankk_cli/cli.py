@@ -13,9 +13,10 @@ from typing import List, Optional
 
 import typer
 
-from rankk_cli.errors import RankkError
+from rankk_cli.errors import RankkError, check_choice as _choice
 from rankk_cli.rerank.engines import ENGINES  # registries: names only, nothing heavy is imported
 from rankk_cli.rerank.methods import METHODS
+from rankk_cli.rerank.spec import FORMATS as RERANK_FORMATS, SCHEDULES
 
 app = typer.Typer(
     name="rankk",
@@ -40,10 +41,6 @@ EXCLUDE_HELP = ("(qid, docid) pairs dropped from every run before scoring (BRIGH
 FORMATS_EVAL_ONLY = FORMATS_EVAL + ("trec",)  # trec_eval's own layout: rankk eval only
 
 
-def _choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
-    if value not in allowed:
-        raise RankkError(f"{flag}: expected one of {', '.join(allowed)}, found {value!r}")
-    return value
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -112,12 +109,12 @@ def rerank(
                                     "timeouts, 429, 5xx (--engine openai)."),
     concurrency: int = typer.Option(32, "--concurrency", help="Requests in flight at once over all --base-urls "
                                     "(--engine openai)."),
-    schedule: str = typer.Option("continuous", "--schedule", help="continuous: a query's next call goes out the "
+    schedule: str = typer.Option(SCHEDULES[0], "--schedule", help="continuous: a query's next call goes out the "
                                  "moment its previous one is answered | lockstep: one batched call per round."),
     windows_out: Optional[Path] = typer.Option(None, "--windows", help="Per-window Parquet "
                                                "(default: OUTPUT.windows.parquet)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every rendered request as JSON lines; no engine."),
-    fmt: str = typer.Option("table", "--format", help="table | json (summary on stdout)."),
+    fmt: str = typer.Option(RERANK_FORMATS[0], "--format", help=f"{' | '.join(RERANK_FORMATS)} (summary on stdout)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the engine-call cache."),
     qrels: Optional[str] = typer.Option(None, "--qrels", help="Qrels file or ir_datasets id (method oracle)."),
     method_opt: List[str] = typer.Option([], "--method-opt", help="KEY=VALUE method option, repeatable "
@@ -134,10 +131,9 @@ def rerank(
                    temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                    force_max_tokens=force_max_tokens, tensor_parallel=tensor_parallel, max_model_len=max_model_len,
                    gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_url),
-                   windows_out=windows_out, dry_run=dry_run, fmt=_choice(fmt, ("table", "json"), "--format"),
-                   no_cache=no_cache, qrels=qrels, method_opts=tuple(method_opt), timeout=timeout,
-                   max_retries=max_retries, concurrency=concurrency, exclude=exclude,
-                   schedule=_choice(schedule, ("continuous", "lockstep"), "--schedule"))
+                   windows_out=windows_out, dry_run=dry_run, fmt=fmt, no_cache=no_cache, qrels=qrels,
+                   method_opts=tuple(method_opt), timeout=timeout, max_retries=max_retries, concurrency=concurrency,
+                   exclude=exclude, schedule=schedule)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -102,3 +102,10 @@ def check_found(found: dict, docids: list[str], source: str, limit: int = 5) -> 
     more = f" and {len(missing) - limit} more" if len(missing) > limit else ""
     total = len(set(docids))
     raise RankkError(f"{source}: {len(missing)} of {total} requested docids not found: {shown}{more}")
+
+
+def check_choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
+    """``value`` if it is one of ``allowed``, else the one-line error naming ``flag`` (every command's choices)."""
+    if value not in allowed:
+        raise RankkError(f"{flag}: expected one of {', '.join(allowed)}, found {value!r}")
+    return value

@@ -31,9 +31,9 @@ import numpy as np
 
 from rankk_cli.errors import RankkError, file_error, show
 from rankk_cli.outputs import check_outputs, commit_outputs
+from rankk_cli.rerank.records import WINDOWS_SUFFIX
 
 RUN_SUFFIXES = (".trec", ".trec.gz", ".txt", ".run", ".parquet", ".json", ".gz")
-WINDOWS_SUFFIX = ".windows.parquet"
 BETTER, WORSE = "†", "‡"
 
 
@@ -184,96 +184,16 @@ COST_COLUMNS = ("requests", "engine calls", "tokens in", "tokens out", "generate
 
 
 def windows_table(run_path: Path):
-    """The rerank windows Parquet beside ``run_path`` as a DataFrame (schema checked), or None."""
+    """The rerank windows Parquet beside ``run_path`` as a DataFrame (read and checked by the module that writes
+    it: ``rankk_cli.rerank.records``), or None."""
+    from rankk_cli.rerank.records import read_windows
+
     path = Path(str(run_path) + WINDOWS_SUFFIX)
-    if not path.is_file():
-        return None
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # noqa: BLE001 - a damaged side file: one line
-        raise RankkError(f"{path}: expected rankk rerank's windows Parquet, cannot read it: "
-                         f"{' '.join(str(exc).split())[:160]}") from None
-    check_windows_schema(table, path)
-    import pyarrow as pa
-
-    for i, f in enumerate(table.schema):  # pandas categoricals: plain columns again
-        if pa.types.is_dictionary(f.type):
-            table = table.set_column(i, f.name, table.column(i).cast(f.type.value_type))
-    df = table.to_pandas()
-    df["qid"] = df["qid"].astype(str)
-    return df
-
-
-def _is_text(t) -> bool:
-    import pyarrow as pa
-
-    if pa.types.is_dictionary(t):  # a pandas categorical written to Parquet
-        t = t.value_type
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
-
-
-def _is_number(t) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
-
-
-def check_windows_schema(table, path: Path) -> None:
-    """The columns the report reads from a windows file (rankk_cli.rerank.records: the one schema), each of the
-    right type and range: ``FILE: expected ..., found ...`` otherwise. Only ``qid`` is required."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    names = table.column_names
-    if "qid" not in names:
-        raise file_error(path, None, "expected a 'qid' column (rankk rerank's windows Parquet), found columns "
-                         f"{', '.join(names[:8]) or 'none'}")
-    for name in set(names):
-        if names.count(name) > 1:
-            raise file_error(path, None, f"expected each column once, found {name!r} {names.count(name)} times")
-    t = table.schema.field("qid").type
-    if not (_is_text(t) or pa.types.is_integer(t)) or pa.types.is_null(t):
-        raise file_error(path, None, f"expected column 'qid' of strings, found type {t}")
-    if table.column("qid").null_count:
-        raise file_error(path, None, f"expected a qid in every row, found {table.column('qid').null_count} null(s)")
-    if "engine_call" in names:
-        t = table.schema.field("engine_call").type
-        ok = pa.types.is_null(t) or ((pa.types.is_list(t) or pa.types.is_large_list(t))
-                                     and (pa.types.is_integer(t.value_type) or pa.types.is_null(t.value_type)))
-        if not ok:
-            raise file_error(path, None, f"expected column 'engine_call' as lists of integers (engine call "
-                             f"indices), found type {t}")
-    for name in ("input_tokens", "output_tokens", "seconds"):
-        if name not in names:
-            continue
-        t = table.schema.field(name).type
-        if not _is_number(t):
-            raise file_error(path, None, f"expected column {name!r} of numbers, found type {t}")
-        if pa.types.is_null(t) or table.num_rows == 0:
-            continue
-        col = table.column(name)
-        bad = pc.invert(pc.is_finite(col)) if pa.types.is_floating(t) else None
-        if bad is not None and pc.any(bad).as_py():
-            row = next(i for i, v in enumerate(bad.to_pylist()) if v)
-            raise file_error(path, None, f"expected finite numbers in column {name!r}, found "
-                             f"{col[row].as_py()!r} (row {row + 1})")
-        low = pc.min(col).as_py()
-        if low is not None and low < 0:
-            raise file_error(path, None, f"expected non-negative numbers in column {name!r}, found {low!r}")
-    for name in ("reasoning",):
-        if name in names and not _is_text(table.schema.field(name).type):
-            raise file_error(path, None, f"expected column {name!r} of strings, found type "
-                             f"{table.schema.field(name).type}")
-    if "cached" in names:
-        t = table.schema.field("cached").type
-        if not (pa.types.is_boolean(t) or pa.types.is_null(t)):
-            raise file_error(path, None, f"expected column 'cached' of booleans, found type {t}")
+    return read_windows(path) if path.is_file() else None
 
 
 def cost_of(df, what: str = "windows") -> dict:
-    """Cost columns summed over ``df`` (windows already checked by ``check_windows_schema``)."""
+    """Cost columns summed over ``df`` (windows already checked by ``records.read_windows``)."""
 
     def total(column: str) -> float:
         if column not in df:

@@ -63,7 +63,7 @@ def test_exhaustive_properties():
 
 def test_cli_window_defaults_fit_the_depth_and_a_larger_explicit_window_is_refused():
     from rankk_cli.errors import RankkError
-    from rankk_cli.rerank.pipeline import resolve_windowing
+    from rankk_cli.rerank.spec import resolve_windowing
 
     assert resolve_windowing(100, None, None) == (20, 10)  # RankLLM's defaults
     assert resolve_windowing(7, None, None) == (7, 3)  # depth below the default window: one window of 7

@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rankk_cli.errors import RankkError, show
-from rankk_cli.rerank.engines.base import Engine, EngineOptions, Sampling
-from rankk_cli.rerank.methods.base import OUTCOMES, Candidate, QueryResult, RerankConfig
+from rankk_cli.rerank.engines.base import Engine, EngineOptions
+from rankk_cli.rerank.methods.base import OUTCOMES, Candidate, Method, QueryResult, RerankConfig
 from rankk_cli.runs import Run, run_from_rankings
 
-WINDOWS_SUFFIX = ".windows.parquet"
+from rankk_cli.rerank.spec import RerankSpec
 
 
 class EngineFailure(RankkError):
@@ -48,37 +48,6 @@ class RerankOutcome:
 
 # ----------------------------------------------------------------------------------------------------------
 # validation and inputs
-
-
-DEFAULT_WINDOW, DEFAULT_STRIDE = 20, 10
-
-
-def resolve_windowing(depth: int, window: int | None, stride: int | None) -> tuple[int, int]:
-    """Defaults that fit the depth: --window 20 (or --depth when that is smaller), --stride half the window, at
-    most 10. An explicit --window larger than --depth is an error (it can never be filled); a query with fewer
-    candidates than the window still gets one window (windows.py)."""
-    if depth < 1:
-        raise RankkError(f"--depth: expected an integer >= 1, found {depth}")
-    if window is None:
-        window = min(DEFAULT_WINDOW, depth)
-    elif window > depth:
-        raise RankkError(f"--window: expected at most --depth ({depth}), found {window}")
-    if stride is None:
-        stride = min(DEFAULT_STRIDE, max(1, window // 2))
-    return window, stride
-
-
-def validate(depth: int, window: int, stride: int, passes: int, truncate: int | None = None,
-             max_tokens: int | None = None) -> None:
-    for flag, value in (("--depth", depth), ("--window", window), ("--stride", stride), ("--passes", passes)):
-        if value < 1:
-            raise RankkError(f"{flag}: expected an integer >= 1, found {value}")
-    if stride > window:
-        raise RankkError(f"--stride: expected at most --window ({window}), found {stride}")
-    if truncate is not None and truncate < 1:
-        raise RankkError(f"--truncate: expected a number of tokens >= 1, found {truncate}")
-    if max_tokens is not None and max_tokens < 1:
-        raise RankkError(f"--max-tokens: expected an integer >= 1, found {max_tokens}")
 
 
 def is_candidates_input(run_path: Path) -> bool:
@@ -178,15 +147,18 @@ def assemble(run: Run, results: dict[str, QueryResult], depth: int, name: str, m
     return run_from_rankings(rankings, name, **(meta or {}))
 
 
-def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method_name: str, engine: Engine | None,
+def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method: "str | Method", engine: Engine | None,
            config: RerankConfig, *, cache=None, progress: bool = True, dry_run=None, key_parts=None,
            truncate_fn=None, method_options: dict | None = None, schedule: str = "continuous") -> RerankOutcome:
-    """Rerank ``run`` (library entry; ``engine`` may be a ready-built Engine; ``method_options``: typed
-    constructor options of the method, see ``methods.base.method_options``)."""
+    """Rerank ``run`` (library entry). ``method``: a built Method (what ``rankk rerank`` passes: the spec's one
+    instance) or a registered name, then built here with ``method_options`` (typed constructor options, see
+    ``methods.base.method_options``). ``engine`` may be a ready-built Engine."""
     from rankk_cli.rerank.methods import METHODS
     from rankk_cli.rerank.scheduler import Scheduler
 
-    method = METHODS.get(method_name)(config, **(method_options or {}))
+    if isinstance(method, str):
+        method = METHODS.get(method)(config, **(method_options or {}))
+    method_name = method.name
     items = build_queries(run, texts, queries, config.depth, truncate_fn)
     for line in method.input_warnings([q for q, _t, _c in items]):
         sys.stderr.write(f"rankk: warning: {line}\n")
@@ -295,15 +267,7 @@ def _tokenizer_truncate(model: str, n: int):
     return lambda text: truncate_tokens(tok, text, n)
 
 
-def check_outputs(output: Path, windows_path: Path) -> None:
-    """Before any work: both outputs can be written (not an existing directory, inside a writable folder) and
-    are different files. One line naming the path and flag otherwise."""
-    from rankk_cli.outputs import check_outputs as check
-
-    check({"-o/--output": output, "--windows": windows_path})
-
-
-def write_outputs(outcome: RerankOutcome, output: Path, windows_path: Path, tag: str) -> None:
+def write_outputs(outcome: RerankOutcome, outputs, tag: str) -> None:
     """Both files or neither: each written to a temp file in its own destination folder (so the rename stays on
     one filesystem), then both renamed into place; if the second rename fails the first is undone."""
     import pyarrow.parquet as pq
@@ -311,8 +275,8 @@ def write_outputs(outcome: RerankOutcome, output: Path, windows_path: Path, tag:
     from rankk_cli.outputs import commit_outputs
     from rankk_cli.runs import write_run
 
-    output, windows_path = Path(output), Path(windows_path)
-    check_outputs(output, windows_path)  # again: the run may have taken long
+    output, windows_path = outputs.run, outputs.windows
+    outputs.check()  # again: the run may have taken long
     from rankk_cli.rerank.records import to_table
 
     table = to_table(outcome.records)
@@ -344,153 +308,89 @@ def stdout_to_stderr():
             os.close(saved)
 
 
-def rerank_command(*, run: Path, output: Path | None, method: str, model: str, engine: str = "vllm",
-                   depth: int = 100, window: int | None = None, stride: int | None = None, passes: int = 1,
-                   truncate: int | None = None, docs: str | None = None, topics: str | None = None,
-                   temperature: float | None = None, top_p: float = 1.0, max_tokens: int | None = None,
-                   seed: int | None = None, force_max_tokens: int = 256, tensor_parallel: int = 1,
-                   max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
-                   base_urls: tuple[str, ...] = (), windows_out: Path | None = None, dry_run: bool = False,
-                   fmt: str = "table", no_cache: bool = False, engine_obj: Engine | None = None,
-                   progress: bool = True, qrels: str | None = None, method_opts: tuple[str, ...] = (),
-                   timeout: float = 600.0, max_retries: int = 4, concurrency: int = 32,
-                   exclude: Path | None = None, schedule: str = "continuous") -> dict:
-    """``rankk rerank``: validate, load, rerank (or print requests in a dry run), write, summarise."""
-    from rankk_cli.rerank.methods import METHODS
-    from rankk_cli.rerank.methods.base import method_options
+def rerank_command(*, engine_obj: Engine | None = None, progress: bool = True, **flags) -> dict:
+    """``rankk rerank``: build the one validated spec from the flags (``RerankSpec.build`` takes them by their
+    CLI names), then run it. ``engine_obj``: an engine already built (tests, notebooks, doctor)."""
+    spec = RerankSpec.build(**flags, model_given=engine_obj is None)
+    return run_spec(spec, engine_obj=engine_obj, progress=progress)
 
-    window_given, stride_given = window is not None, stride is not None
-    window, stride = resolve_windowing(depth, window, stride)
-    validate(depth, window, stride, passes, truncate, max_tokens)
-    if force_max_tokens < 1:
-        raise RankkError(f"--force-max-tokens: expected an integer >= 1, found {force_max_tokens}")
-    if output is None and not dry_run:
-        raise RankkError("-o/--output: expected an output run path, found none")
-    if not timeout > 0:
-        raise RankkError(f"--timeout: expected seconds > 0, found {timeout}")
-    if max_retries < 0:
-        raise RankkError(f"--max-retries: expected an integer >= 0, found {max_retries}")
-    if concurrency < 1:
-        raise RankkError(f"--concurrency: expected an integer >= 1, found {concurrency}")
-    from rankk_cli.rerank.scheduler import SCHEDULES
 
-    if schedule not in SCHEDULES:
-        raise RankkError(f"--schedule: expected one of {', '.join(SCHEDULES)}, found {schedule!r}")
-    windows_path = None
-    if output is not None and not dry_run:  # checked before any input is read or any model loads
-        windows_path = Path(windows_out) if windows_out else Path(str(output) + WINDOWS_SUFFIX)
-        check_outputs(Path(output), windows_path)
-        from rankk_cli.outputs import check_not_input
-
-        inputs = [run, docs, topics, qrels, exclude]
-        check_not_input(output, "-o/--output", inputs)
-        check_not_input(windows_path, "--windows", inputs)
-    method_cls = METHODS.get(method)
-    given = {"--model": model is not None, "--window": window_given, "--stride": stride_given,
-             "--passes": passes != 1}
-    ignored = [flag for flag in method_cls.ignores if given.get(flag)]  # warned once every input checked out
-    from rankk_cli.rerank.engines import ENGINES
-
-    ENGINES.check(engine)  # also for methods that need no engine: a typo is never silently ignored
-    if base_urls:
-        from rankk_cli.rerank.engines.openai import normalize_base_url
-
-        for url in base_urls:
-            normalize_base_url(url)
-    opts = method_options(method_cls, method_opts, qrels=qrels)  # unknown keys / bad values: one line, exit 2
-    needs_engine = method_cls.needs_engine
-    if needs_engine and engine_obj is None:
-        # the method owns its default/aliased model (embed: omitted or "minilm" -> packaged MiniLM); None -> error
-        model = method_cls.resolve_model(model)
+def run_spec(spec: RerankSpec, *, engine_obj: Engine | None = None, progress: bool = True) -> dict:
+    """Load the inputs, rerank (or print the requests in a dry run), write both outputs, summarise."""
     from rankk_cli.exclude import describe, load_exclusions
 
-    exclusions = load_exclusions(exclude)
-    run_table, texts, queries = load_inputs(run, docs, topics, depth, exclusions)
+    inputs = spec.inputs
+    exclusions = load_exclusions(inputs.exclude)
+    run_table, texts, queries = load_inputs(inputs.run, inputs.docs, inputs.topics, spec.config.depth, exclusions)
     excluded = run_table.meta.pop("excluded", None)
-    config = RerankConfig(depth=depth, window=window, stride=stride, passes=passes, truncate=truncate,
-                          force_max_tokens=force_max_tokens)
-    method_cls(config, **opts)  # option values are checked before any model loads
-    if temperature is None:
-        temperature = method_cls.default_temperature if method_cls.default_temperature is not None else 0.0
-    if max_tokens is None:
-        max_tokens = method_cls.default_max_tokens or 4096
-    sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
-    if ignored:
-        sys.stderr.write(f"rankk: warning: {', '.join(ignored)} ignored: method {method} does not use "
-                         f"{'them' if len(ignored) > 1 else 'it'}\n")
-
-    if dry_run:
-        from rankk_cli.rerank.engines import ENGINES
-
-        ENGINES.get(engine)  # unknown engine names fail the same way with or without --dry-run
-        truncate_fn = _tokenizer_truncate(model, truncate) if truncate else None
-
-        emitted = [0]
-
-        def emit(call) -> None:
-            meta = {k: v for k, v in call.meta.items() if k in ("qid", "pass", "start", "end", "forced", "key")}
-            sys.stdout.write(json.dumps({**meta, "request": call.request.to_json()}, ensure_ascii=False) + "\n")
-            emitted[0] += 1
-
-        outcome = rerank(run_table, texts, queries, method, None, config, dry_run=emit, progress=False,
-                         key_parts=(engine, model, sampling), truncate_fn=truncate_fn, method_options=opts)
-        if excluded is not None:
-            outcome.summary["excluded"] = excluded
-        outcome.summary["dry_run"] = True
-        outcome.summary["printed_requests"] = emitted[0]
-        if not emitted[0]:
-            sizes = [len(c) for _q, _t, c in build_queries(run_table, texts, queries, depth)]
-            why = (f"method {method} makes no engine requests" if not needs_engine else
-                   f"none of the {len(sizes)} queries needs one (a window of {window} document has nothing to "
-                   "order)" if window <= 1 else
-                   f"none of the {len(sizes)} queries needs one (at most {max(sizes, default=0)} candidate(s) per "
-                   f"query within --depth {depth}: nothing to order)")
-            sys.stderr.write(f"rankk: warning: dry run: no request to print: {why}\n")
-        if fmt == "json":  # the last line: the summary, so a CI script reads one object at the end
-            sys.stdout.write(json.dumps({"summary": outcome.summary}, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
-        return outcome.summary
-
-    try:
-        summary, _outcome = _with_engine(
-            run_table=run_table, texts=texts, queries=queries, method=method, method_cls=method_cls, model=model,
-            engine=engine, engine_obj=engine_obj, needs_engine=needs_engine, sampling=sampling, config=config,
-            opts=opts, truncate=truncate, no_cache=no_cache, progress=progress, output=output,
-            windows_path=windows_path, schedule=schedule, options=EngineOptions(
-                tensor_parallel=tensor_parallel, max_model_len=max_model_len,
-                gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls), timeout_s=timeout,
-                max_retries=max_retries, concurrency=concurrency))
-    except KeyboardInterrupt:  # while the model loads (interrupts during the run are handled inside)
-        sys.stderr.write("rankk rerank: interrupted while starting the engine; no output written.\n")
-        raise SystemExit(130) from None
+    for line in spec.warnings:
+        sys.stderr.write(f"rankk: warning: {line}\n")
+    if spec.outputs.dry_run:
+        summary = _dry_run(spec, run_table, texts, queries)
+    else:
+        try:
+            summary, _outcome = _with_engine(spec, run_table, texts, queries, engine_obj, progress)
+        except KeyboardInterrupt:  # while the model loads (interrupts during the run are handled inside)
+            sys.stderr.write("rankk rerank: interrupted while starting the engine; no output written.\n")
+            raise SystemExit(130) from None
     if excluded is not None:
         summary["excluded"] = excluded
-        from rankk_cli.exclude import Dropped
+        if not spec.outputs.dry_run:
+            from rankk_cli.exclude import Dropped
 
-        sys.stderr.write(f"rankk rerank: {describe(Dropped(excluded['pairs'], excluded['queries']), exclusions)} "
-                         "before reranking\n")
+            sys.stderr.write(f"rankk rerank: {describe(Dropped(excluded['pairs'], excluded['queries']), exclusions)} "
+                             "before reranking\n")
+    if spec.outputs.dry_run:
+        if spec.outputs.fmt == "json":  # the last line: the summary, so a CI script reads one object at the end
+            sys.stdout.write(json.dumps({"summary": summary}, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        return summary
     _render_summary(summary)  # outcome counts always on stderr
-    if fmt == "json":
+    if spec.outputs.fmt == "json":
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         sys.stdout.flush()
     return summary
 
 
-def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine, engine_obj, needs_engine,
-                 sampling, config, opts, truncate, no_cache, progress, output, windows_path, options, schedule):
+def _dry_run(spec: RerankSpec, run_table, texts, queries) -> dict:
+    """Print every rendered request as a JSON line (no engine); the summary says how many."""
+    truncate = spec.config.truncate
+    truncate_fn = _tokenizer_truncate(spec.model, truncate) if truncate else None
+    emitted = [0]
+
+    def emit(call) -> None:
+        meta = {k: v for k, v in call.meta.items() if k in ("qid", "pass", "start", "end", "forced", "key")}
+        sys.stdout.write(json.dumps({**meta, "request": call.request.to_json()}, ensure_ascii=False) + "\n")
+        emitted[0] += 1
+
+    outcome = rerank(run_table, texts, queries, spec.method, None, spec.config, dry_run=emit, progress=False,
+                     key_parts=(spec.engine_name, spec.model, spec.sampling), truncate_fn=truncate_fn)
+    summary = {**outcome.summary, "dry_run": True, "printed_requests": emitted[0]}
+    if not emitted[0]:
+        depth, window = spec.config.depth, spec.config.window
+        sizes = [len(c) for _q, _t, c in build_queries(run_table, texts, queries, depth)]
+        why = (f"method {spec.method_name} makes no engine requests" if not spec.needs_engine else
+               f"none of the {len(sizes)} queries needs one (a window of {window} document has nothing to "
+               "order)" if window <= 1 else
+               f"none of the {len(sizes)} queries needs one (at most {max(sizes, default=0)} candidate(s) per "
+               f"query within --depth {depth}: nothing to order)")
+        sys.stderr.write(f"rankk: warning: dry run: no request to print: {why}\n")
+    return summary
+
+
+def _with_engine(spec: RerankSpec, run_table, texts, queries, engine_obj: Engine | None, progress: bool):
     """Build (or take) the engine, run the scheduler with the call cache, write the outputs."""
+    sampling, model = spec.sampling, spec.model
     with stdout_to_stderr():  # vLLM logs to stdout: keep stdout for our own output
         built = None
-        if engine_obj is None and not needs_engine:
+        if engine_obj is None and not spec.needs_engine:
             from rankk_cli.rerank.engines.base import NoEngine
 
             engine_obj = NoEngine(model or "none", sampling, EngineOptions())
         if engine_obj is None:
-            from rankk_cli.rerank.engines import ENGINES
-
             from rankk_cli.rerank.engines.base import LazyEngine
 
-            cls = ENGINES.get(engine)  # an unknown engine name fails here, before any work
+            cls, options = spec.engine_cls, spec.engine_options
             cls.precheck(str(model), options)  # e.g. a --model directory that does not exist
             engine_obj = built = LazyEngine(lambda: cls(model, sampling, options), cls.name, str(model), sampling,
                                             options)
@@ -498,11 +398,12 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
         engine_obj.sampling = sampling  # an injected engine generates with this run's sampling (restored below)
         from rankk_cli.rerank.cache import CallCache
 
-        cache = None if no_cache else CallCache()
+        cache = None if spec.no_cache else CallCache()
+        truncate = spec.config.truncate
         truncate_fn = (lambda text: engine_obj.truncate(text, truncate)) if truncate else None
         try:
-            outcome = rerank(run_table, texts, queries, method, engine_obj, config, cache=cache, progress=progress,
-                             truncate_fn=truncate_fn, method_options=opts, schedule=schedule)
+            outcome = rerank(run_table, texts, queries, spec.method, engine_obj, spec.config, cache=cache,
+                             progress=progress, truncate_fn=truncate_fn, schedule=spec.schedule)
         except KeyboardInterrupt:
             done = len(cache) if cache is not None else 0
             sys.stderr.write(f"rankk rerank: interrupted; no output written. {done} finished engine requests are in "
@@ -514,6 +415,7 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
             if built is not None:
                 with contextlib.suppress(Exception):
                     built.close()
+        output, windows_path = spec.outputs.run, spec.outputs.windows
         summary = {**outcome.summary, "output": str(output), "windows_file": str(windows_path),
                    "engine": engine_obj.name, "model": None if model is None else str(model),
                    "sampling": asdict(sampling)}
@@ -529,5 +431,5 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
                 else "--no-cache: nothing was kept"
             raise EngineFailure(f"{summary['engine_errors']} of {summary['requests']} engine requests failed after "
                                 f"retries (first: {first}); no output written; {kept}")
-        write_outputs(outcome, Path(output), windows_path, tag=method_cls.tag())  # oracle runs: "oracle"
+        write_outputs(outcome, spec.outputs, tag=type(spec.method).tag())  # oracle runs: "oracle"
     return summary, outcome

@@ -13,6 +13,8 @@ import json
 
 from rankk_cli.rerank.methods.base import OK
 
+WINDOWS_SUFFIX = ".windows.parquet"  # OUT.windows.parquet beside the run OUT (rerank's default, report's pairing)
+
 # name -> (arrow type name, what it holds). Order = column order in the Parquet file.
 FIELDS: dict[str, tuple[str, str]] = {
     "qid": ("string", "query id"),
@@ -38,6 +40,8 @@ FIELDS: dict[str, tuple[str, str]] = {
     "step": ("string", "heap/sort step of setwise and pairwise methods (build, extract), else null"),
     "note": ("string", "what the method says of itself (oracle), else null"),
 }
+# numeric fields that can never be negative (checked when a windows file is read)
+NON_NEGATIVE = ("input_tokens", "output_tokens", "seconds")
 # fields a method sets; the scheduler owns the rest (finish_record)
 SCHEDULER_FIELDS = ("qid", "engine_call", "prompt_hash", "input_tokens", "output_tokens", "seconds", "cached")
 
@@ -92,3 +96,90 @@ def to_table(records: list[dict]):
             row["logprobs"] = json.dumps(row["logprobs"])
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=schema())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reading a windows file back (rankk report): the same FIELDS, checked
+
+
+_KIND = {"string": "of strings", "int64": "of numbers", "float64": "of numbers", "bool": "of booleans"}
+
+
+def _type_ok(t, type_name: str) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_null(t):  # an all-null column (e.g. forced_raw of a run without forced answers)
+        return True
+    if pa.types.is_dictionary(t):  # a pandas categorical written to Parquet
+        t = t.value_type
+    if type_name.startswith("list<"):
+        return (pa.types.is_list(t) or pa.types.is_large_list(t)) and _type_ok(t.value_type, type_name[5:-1])
+    return {"string": lambda: pa.types.is_string(t) or pa.types.is_large_string(t),
+            "int64": lambda: pa.types.is_integer(t) or pa.types.is_floating(t),
+            "float64": lambda: pa.types.is_integer(t) or pa.types.is_floating(t),
+            "bool": lambda: pa.types.is_boolean(t)}[type_name]()
+
+
+def check_table(table, path) -> None:
+    """Every column of a windows table that ``FIELDS`` defines has its type (numbers finite; token counts and
+    seconds non-negative): ``FILE: expected ..., found ...`` otherwise. Only ``qid`` is required (strings, or
+    integers from a hand-made file); columns ``FIELDS`` does not define are left alone."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from rankk_cli.errors import file_error
+
+    names = table.column_names
+    if "qid" not in names:
+        raise file_error(path, None, "expected a 'qid' column (rankk rerank's windows Parquet), found columns "
+                         f"{', '.join(names[:8]) or 'none'}")
+    for name in set(names):
+        if names.count(name) > 1:
+            raise file_error(path, None, f"expected each column once, found {name!r} {names.count(name)} times")
+    for name, (type_name, what) in FIELDS.items():
+        if name not in names:
+            continue
+        t = table.schema.field(name).type
+        ok = _type_ok(t, type_name) or (name == "qid" and pa.types.is_integer(t))
+        if name == "qid" and pa.types.is_null(t):
+            ok = False
+        if not ok:
+            kind = (f"as lists of {'integers' if 'int' in type_name else 'strings'} ({what})"
+                    if type_name.startswith("list<") else _KIND[type_name])
+            raise file_error(path, None, f"expected column {name!r} {kind}, found type {t}")
+        if pa.types.is_null(t) or table.num_rows == 0:
+            continue
+        col = table.column(name)
+        if name == "qid" and col.null_count:
+            raise file_error(path, None, f"expected a qid in every row, found {col.null_count} null(s)")
+        if pa.types.is_floating(t):
+            bad = pc.invert(pc.is_finite(col))
+            if pc.any(bad).as_py():
+                row = next(i for i, v in enumerate(bad.to_pylist()) if v)
+                raise file_error(path, None, f"expected finite numbers in column {name!r}, found "
+                                 f"{col[row].as_py()!r} (row {row + 1})")
+        if name in NON_NEGATIVE:
+            low = pc.min(col).as_py()
+            if low is not None and low < 0:
+                raise file_error(path, None, f"expected non-negative numbers in column {name!r}, found {low!r}")
+
+
+def read_windows(path):
+    """A windows Parquet file as a DataFrame, checked by ``check_table`` (one line for a damaged file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rankk_cli.errors import RankkError
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - a damaged side file: one line
+        raise RankkError(f"{path}: expected rankk rerank's windows Parquet, cannot read it: "
+                         f"{' '.join(str(exc).split())[:160]}") from None
+    check_table(table, path)
+    for i, f in enumerate(table.schema):  # pandas categoricals: plain columns again
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(f.type.value_type))
+    df = table.to_pandas()
+    df["qid"] = df["qid"].astype(str)
+    return df

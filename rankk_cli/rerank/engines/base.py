@@ -173,6 +173,15 @@ class Engine(ABC):
         self.options = options
         self.stats = EngineStats()
 
+    # the EngineOptions fields this engine reads (the rerank flags setting any other are warned about as ignored)
+    uses: frozenset[str] = frozenset()
+
+    @classmethod
+    def check_options(cls, options: EngineOptions) -> EngineOptions:
+        """Validate (and normalise) the options this engine reads, before any input is read or any model loads:
+        RankkError naming the flag. Returns the options to use. Default: nothing to check."""
+        return options
+
     @classmethod
     def precheck(cls, model: str, options: EngineOptions) -> None:
         """Cheap checks that need no model load (run before a lazily built engine, so a bad --model fails

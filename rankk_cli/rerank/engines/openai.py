@@ -65,6 +65,20 @@ class OpenAIEngine(Engine):
     backoff_base = 0.5  # seconds; tests lower these
     backoff_cap = 8.0
 
+    uses = frozenset({"base_urls", "api_key", "concurrency", "timeout_s", "max_retries"})
+
+    @classmethod
+    def check_options(cls, options: EngineOptions) -> EngineOptions:
+        import dataclasses
+
+        if not options.timeout_s > 0:
+            raise RankkError(f"--timeout: expected seconds > 0, found {options.timeout_s}")
+        if options.max_retries < 0:
+            raise RankkError(f"--max-retries: expected an integer >= 0, found {options.max_retries}")
+        if options.concurrency < 1:
+            raise RankkError(f"--concurrency: expected an integer >= 1, found {options.concurrency}")
+        return dataclasses.replace(options, base_urls=tuple(normalize_base_url(u) for u in options.base_urls))
+
     def __init__(self, model: str, sampling: Sampling | None = None, options: EngineOptions | None = None,
                  check: bool = True):
         super().__init__(str(model), sampling or Sampling(), options or EngineOptions())

@@ -47,6 +47,18 @@ def _one_line(exc: BaseException) -> str:
 
 class VLLMEngine(Engine):
     name = "vllm"
+    uses = frozenset({"tensor_parallel", "max_model_len", "gpu_memory_utilization", "dtype"})
+
+    @classmethod
+    def check_options(cls, options: EngineOptions) -> EngineOptions:
+        if options.tensor_parallel < 1:
+            raise RankkError(f"--tensor-parallel: expected an integer >= 1, found {options.tensor_parallel}")
+        if options.max_model_len is not None and options.max_model_len < 1:
+            raise RankkError(f"--max-model-len: expected an integer >= 1, found {options.max_model_len}")
+        g = options.gpu_memory_utilization
+        if g is not None and not 0 < g <= 1:
+            raise RankkError(f"--gpu-memory-utilization: expected a fraction in (0, 1], found {g}")
+        return options
 
     @classmethod
     def precheck(cls, model: str, options: EngineOptions) -> None:
