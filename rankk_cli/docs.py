@@ -23,9 +23,10 @@ from typing import Iterable, Protocol
 import numpy as np
 import pandas as pd
 
-from rankk_cli.errors import (bad_id, check_found, check_input_file, file_error, json_object_line, show,
+from rankk_cli.errors import (check_found, check_input_file, file_error, json_object_line, show,
                               tab_line)
-from rankk_cli.runs import INT64_MAX, Run, _check_duplicates, order_run, read_text_file, rerank_positions, run_name
+from rankk_cli.runs import (INT64_MAX, Run, _check_duplicates, checked_id, order_run, read_text_file, rerank_positions,
+                            run_name)
 
 CORPUS_CACHE_VERSION = 1
 
@@ -86,14 +87,7 @@ def _json_lines(path: Path, what: str):
 def _id_value(obj: dict, key: str, path: Path, lineno: int) -> str:
     if key not in obj:
         raise file_error(path, lineno, f"expected a {key!r} field, found keys {sorted(obj)[:8]}")
-    value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise file_error(path, lineno, f"expected {key!r} to be a string, found {show(json.dumps(value))}")
-    value = str(value)
-    if bad_id(value):
-        raise file_error(path, lineno, f"expected {key!r} to be a non-empty id without spaces or control "
-                         f"characters, found {show(value)}")
-    return value
+    return checked_id(obj[key], repr(key), path, lineno)
 
 
 def _text_value(obj: dict, path: Path, lineno: int, keys=("contents",)) -> str:

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankk_cli.errors import bad_id, check_input_file, file_error, json_object_line, show, tab_line
-from rankk_cli.runs import JsonConstant, JsonPairs, Run, json_kind, load_json, read_text_file, rerank_positions
+from rankk_cli.errors import check_input_file, file_error, json_object_line, show, tab_line
+from rankk_cli.runs import JsonConstant, JsonPairs, Run, checked_id, json_kind, load_json, read_text_file, rerank_positions
 
 WHAT = "exclusion file"
 SHAPES = "{qid: [docid, ...]} JSON, BRIGHT's JSONL {\"id\", \"excluded_ids\"} or 'qid<TAB>docid' lines"
@@ -92,13 +92,7 @@ def _raw_is_empty(path: Path) -> bool:
 
 
 def _id(value, what: str, path: Path, line: int | None, where: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise file_error(path, line, f"expected each {what} to be a string{where}, found {json_kind(value)}")
-    value = str(value)
-    if bad_id(value):
-        raise file_error(path, line, f"expected each {what} without spaces or control characters (a TREC run "
-                         f"cannot hold it){where}, found {show(value)}")
-    return value
+    return checked_id(value, f"each {what}", path, line, where)
 
 
 def _docid_list(value, path: Path, line: int | None, qid: str) -> list[str]:
