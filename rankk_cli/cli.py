@@ -119,6 +119,9 @@ def rerank(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every rendered request as JSON lines; no engine."),
     fmt: str = typer.Option("table", "--format", help="table | json (summary on stdout)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the engine-call cache."),
+    reuse_cache_across_stacks: bool = typer.Option(
+        False, "--reuse-cache-across-stacks", help="Reuse cached answers made by another stack (other vLLM/torch/"
+        "transformers version, device, dtype or model files); by default they are recomputed and counted."),
     qrels: Optional[str] = typer.Option(None, "--qrels", help="Qrels file or ir_datasets id (method oracle)."),
     method_opt: List[str] = typer.Option([], "--method-opt", help="KEY=VALUE method option, repeatable "
                                          "(e.g. prp variant=sorting, rankr1 k=10 num_child=19)."),
@@ -137,7 +140,8 @@ def rerank(
                    windows_out=windows_out, dry_run=dry_run, fmt=_choice(fmt, ("table", "json"), "--format"),
                    no_cache=no_cache, qrels=qrels, method_opts=tuple(method_opt), timeout=timeout,
                    max_retries=max_retries, concurrency=concurrency, exclude=exclude,
-                   schedule=_choice(schedule, ("continuous", "lockstep"), "--schedule"))
+                   schedule=_choice(schedule, ("continuous", "lockstep"), "--schedule"),
+                   reuse_cache_across_stacks=reuse_cache_across_stacks)
 
 
 # ----------------------------------------------------------------------------------------------------------

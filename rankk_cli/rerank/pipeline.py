@@ -9,6 +9,11 @@ Outputs, both written only when the whole run succeeded (temp files renamed into
 - ``OUT.windows.parquet``: one row per window (per pair for pointwise methods) with qid, pass, start, end, the
   engine-call indices, prompt hash (the call-cache key), raw output, reasoning, parsed order, outcome, repairs,
   tokens, seconds and whether it came from the cache.
+
+Both carry the stack that made them (``stack.py``: versions, device, dtype, tensor parallel, max model length,
+model identity): the windows file in its Parquet metadata (``rankk.stack``), a Parquet run in its ``rankk`` meta
+(``stack``); the ``--format json`` summary has ``stack``, ``stack_digest`` and ``cache_other_stack`` (cached
+answers of another stack, not reused unless ``--reuse-cache-across-stacks``).
 """
 
 from __future__ import annotations
@@ -303,7 +308,8 @@ def check_outputs(output: Path, windows_path: Path) -> None:
     check({"-o/--output": output, "--windows": windows_path})
 
 
-def write_outputs(outcome: RerankOutcome, output: Path, windows_path: Path, tag: str) -> None:
+def write_outputs(outcome: RerankOutcome, output: Path, windows_path: Path, tag: str,
+                  stack_record: dict | None = None) -> None:
     """Both files or neither: each written to a temp file in its own destination folder (so the rename stays on
     one filesystem), then both renamed into place; if the second rename fails the first is undone."""
     import pyarrow.parquet as pq
@@ -316,6 +322,11 @@ def write_outputs(outcome: RerankOutcome, output: Path, windows_path: Path, tag:
     from rankk_cli.rerank.records import to_table
 
     table = to_table(outcome.records)
+    if stack_record is not None:  # the stack in both files: windows metadata, and a Parquet run's meta
+        from rankk_cli.rerank import stack
+
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stack.metadata(stack_record)})
+        outcome.run.meta["stack"] = {"digest": stack.digest(stack_record), **stack_record}
     commit_outputs([(output, lambda tmp: write_run(outcome.run, tmp, tag=tag)),
                     (windows_path, lambda tmp: pq.write_table(table, tmp))])
 
@@ -354,7 +365,8 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
                    fmt: str = "table", no_cache: bool = False, engine_obj: Engine | None = None,
                    progress: bool = True, qrels: str | None = None, method_opts: tuple[str, ...] = (),
                    timeout: float = 600.0, max_retries: int = 4, concurrency: int = 32,
-                   exclude: Path | None = None, schedule: str = "continuous") -> dict:
+                   exclude: Path | None = None, schedule: str = "continuous",
+                   reuse_cache_across_stacks: bool = False) -> dict:
     """``rankk rerank``: validate, load, rerank (or print requests in a dry run), write, summarise."""
     from rankk_cli.rerank.methods import METHODS
     from rankk_cli.rerank.methods.base import method_options
@@ -456,7 +468,8 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
             run_table=run_table, texts=texts, queries=queries, method=method, method_cls=method_cls, model=model,
             engine=engine, engine_obj=engine_obj, needs_engine=needs_engine, sampling=sampling, config=config,
             opts=opts, truncate=truncate, no_cache=no_cache, progress=progress, output=output,
-            windows_path=windows_path, schedule=schedule, options=EngineOptions(
+            windows_path=windows_path, schedule=schedule, reuse_stacks=reuse_cache_across_stacks,
+            options=EngineOptions(
                 tensor_parallel=tensor_parallel, max_model_len=max_model_len,
                 gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls), timeout_s=timeout,
                 max_retries=max_retries, concurrency=concurrency))
@@ -477,7 +490,8 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
 
 
 def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine, engine_obj, needs_engine,
-                 sampling, config, opts, truncate, no_cache, progress, output, windows_path, options, schedule):
+                 sampling, config, opts, truncate, no_cache, progress, output, windows_path, options, schedule,
+                 reuse_stacks=False):
     """Build (or take) the engine, run the scheduler with the call cache, write the outputs."""
     with stdout_to_stderr():  # vLLM logs to stdout: keep stdout for our own output
         built = None
@@ -485,12 +499,13 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
             from rankk_cli.rerank.engines.base import NoEngine
 
             engine_obj = NoEngine(model or "none", sampling, EngineOptions())
+        stack_cls = type(engine_obj)
         if engine_obj is None:
             from rankk_cli.rerank.engines import ENGINES
 
             from rankk_cli.rerank.engines.base import LazyEngine
 
-            cls = ENGINES.get(engine)  # an unknown engine name fails here, before any work
+            cls = stack_cls = ENGINES.get(engine)  # an unknown engine name fails here, before any work
             cls.precheck(str(model), options)  # e.g. a --model directory that does not exist
             engine_obj = built = LazyEngine(lambda: cls(model, sampling, options), cls.name, str(model), sampling,
                                             options)
@@ -499,6 +514,10 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
         from rankk_cli.rerank.cache import CallCache
 
         cache = None if no_cache else CallCache()
+        # what would answer, known before any engine call (the model is not loaded for it)
+        stack_record = stack_cls.stack_record(engine_obj.model, engine_obj.options)
+        if cache is not None:
+            cache.use_stack(stack_record, reuse_other_stacks=reuse_stacks)
         truncate_fn = (lambda text: engine_obj.truncate(text, truncate)) if truncate else None
         try:
             outcome = rerank(run_table, texts, queries, method, engine_obj, config, cache=cache, progress=progress,
@@ -516,7 +535,7 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
                     built.close()
         summary = {**outcome.summary, "output": str(output), "windows_file": str(windows_path),
                    "engine": engine_obj.name, "model": None if model is None else str(model),
-                   "sampling": asdict(sampling)}
+                   "sampling": asdict(sampling), **_stack_summary(stack_record, cache)}
         if built is not None:
             summary["model_loaded"] = built.loaded
             if not built.loaded and summary["requests"] == 0:
@@ -529,5 +548,21 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
                 else "--no-cache: nothing was kept"
             raise EngineFailure(f"{summary['engine_errors']} of {summary['requests']} engine requests failed after "
                                 f"retries (first: {first}); no output written; {kept}")
-        write_outputs(outcome, Path(output), windows_path, tag=method_cls.tag())  # oracle runs: "oracle"
+        write_outputs(outcome, Path(output), windows_path, tag=method_cls.tag(),  # oracle runs: "oracle"
+                      stack_record=stack_record)
     return summary, outcome
+
+
+def _stack_summary(record: dict, cache) -> dict:
+    """The summary's stack fields; says on stderr when cached answers of another stack were left alone."""
+    from rankk_cli.rerank import stack
+
+    other = len(cache.other_stack) if cache is not None else 0
+    reused = cache is not None and cache.reuse_other_stacks
+    if other:
+        what = ("reused (--reuse-cache-across-stacks)" if reused else
+                "not reused but recomputed (--reuse-cache-across-stacks reuses them)")
+        sys.stderr.write(f"rankk rerank: {other} cached answer(s) from another stack (rankk, vLLM, torch or "
+                         f"transformers version, device, dtype or model differ) {what}\n")
+    return {"stack": record, "stack_digest": stack.digest(record), "cache_other_stack": 0 if reused else other,
+            "cache_other_stack_reused": other if reused else 0}
