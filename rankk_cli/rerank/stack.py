@@ -154,13 +154,13 @@ def _config_fields(folder: Path | None) -> dict:
 
 
 def hub_cache() -> Path:
-    try:
-        from huggingface_hub import constants  # light: paths only
-
-        return Path(constants.HF_HUB_CACHE)
-    except Exception:  # noqa: BLE001 - no huggingface_hub: its documented default
-        home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-        return Path(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub"))
+    """The Hugging Face hub cache folder, resolved as huggingface_hub documents it (HF_HUB_CACHE, else
+    HF_HOME/hub, else XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub), read now, not at import."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    home = os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface")
+    return Path(home).expanduser() / "hub"
 
 
 def hub_identity(model_id: str) -> tuple[dict, Path | None]:
@@ -212,10 +212,11 @@ def client_record(engine: str) -> dict:
 def server_record(base_urls: list[str], model: str, get) -> list[dict]:
     """What each server reports of itself: ``get(url) -> (status, json or None)``; ``/v1/models``' entry for
     ``model`` (id, root, parent, max_model_len, owned_by: not ``created``, which changes on every restart) and
-    ``/version`` at the server root. A server that does not answer is recorded as such (its stack unknown)."""
+    ``/version`` at the server root. A server that does not answer is recorded as such (its stack unknown). The
+    URL is not part of it (the same server on another port is the same stack); entries are sorted."""
     out = []
     for base in base_urls:
-        entry: dict = {"url": base}
+        entry: dict = {}
         status, body = get(base + "/models")
         if status is None:
             entry["unreachable"] = True
@@ -232,7 +233,7 @@ def server_record(base_urls: list[str], model: str, get) -> list[dict]:
         if status == 200 and isinstance(body, dict) and body.get("version") is not None:
             entry["version"] = str(body["version"])
         out.append(entry)
-    return out
+    return sorted(out, key=lambda e: json.dumps(e, sort_keys=True))
 
 
 def metadata(record: dict) -> dict[bytes, bytes]:
