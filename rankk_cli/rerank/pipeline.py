@@ -123,9 +123,10 @@ def load_inputs(run_path: str | Path, docs: str | None, topics: str | None, dept
             raise RankkError(f"--exclude {exclusions.source}: expected documents left to rerank, found every "
                              f"(qid, docid) pair of {run_path} excluded")
         run.meta["excluded"] = {"pairs": dropped.pairs, "queries": dropped.queries}
-    if topics is None:
+    carried = run.meta.get("rankllm", {}).get("queries")  # a RankLLM request file holds its query texts
+    if topics is None and carried is None:
         raise RankkError("--topics: expected a topics file or ir_datasets id (runs carry no query text), found none")
-    queries = load_topics(topics)
+    queries = load_topics(topics) if topics is not None else carried
     missing = [q for q in run.qids if q not in queries]
     if missing:
         raise RankkError(f"--topics: expected query text for every qid of {run_path}, found none for "
@@ -309,9 +310,11 @@ def check_outputs(output: Path, windows_path: Path) -> None:
 
 
 def write_outputs(outcome: RerankOutcome, output: Path, windows_path: Path, tag: str,
-                  stack_record: dict | None = None) -> None:
+                  stack_record: dict | None = None, rankllm_out: tuple[dict, dict] | None = None) -> None:
     """Both files or neither: each written to a temp file in its own destination folder (so the rename stays on
-    one filesystem), then both renamed into place; if the second rename fails the first is undone."""
+    one filesystem), then both renamed into place; if the second rename fails the first is undone. An output
+    named ``.jsonl``/``.jsonl.gz`` is written in RankLLM's result shape from ``rankllm_out`` ({qid: query text},
+    {docid: doc object})."""
     import pyarrow.parquet as pq
 
     from rankk_cli.outputs import commit_outputs
@@ -327,7 +330,15 @@ def write_outputs(outcome: RerankOutcome, output: Path, windows_path: Path, tag:
 
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stack.metadata(stack_record)})
         outcome.run.meta["stack"] = {"digest": stack.digest(stack_record), **stack_record}
-    commit_outputs([(output, lambda tmp: write_run(outcome.run, tmp, tag=tag)),
+    from rankk_cli import rankllm
+
+    if rankllm.is_output_path(output):
+        if rankllm_out is None:
+            raise ValueError(f"{output}: a RankLLM-shaped output needs the query texts and doc objects")
+        write = lambda tmp: rankllm.write(outcome.run, tmp, *rankllm_out)  # noqa: E731
+    else:
+        write = lambda tmp: write_run(outcome.run, tmp, tag=tag)  # noqa: E731
+    commit_outputs([(output, write),
                     (windows_path, lambda tmp: pq.write_table(table, tmp))])
 
 
@@ -419,6 +430,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
     exclusions = load_exclusions(exclude)
     run_table, texts, queries = load_inputs(run, docs, topics, depth, exclusions)
     excluded = run_table.meta.pop("excluded", None)
+    rankllm_out = _rankllm_out(None if dry_run else output, run_table, texts, queries, docs)
     config = RerankConfig(depth=depth, window=window, stride=stride, passes=passes, truncate=truncate,
                           force_max_tokens=force_max_tokens)
     method_cls(config, **opts)  # option values are checked before any model loads
@@ -469,6 +481,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
             engine=engine, engine_obj=engine_obj, needs_engine=needs_engine, sampling=sampling, config=config,
             opts=opts, truncate=truncate, no_cache=no_cache, progress=progress, output=output,
             windows_path=windows_path, schedule=schedule, reuse_stacks=reuse_cache_across_stacks,
+            rankllm_out=rankllm_out,
             options=EngineOptions(
                 tensor_parallel=tensor_parallel, max_model_len=max_model_len,
                 gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls), timeout_s=timeout,
@@ -491,7 +504,7 @@ def rerank_command(*, run: Path, output: Path | None, method: str, model: str, e
 
 def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine, engine_obj, needs_engine,
                  sampling, config, opts, truncate, no_cache, progress, output, windows_path, options, schedule,
-                 reuse_stacks=False):
+                 reuse_stacks=False, rankllm_out=None):
     """Build (or take) the engine, run the scheduler with the call cache, write the outputs."""
     with stdout_to_stderr():  # vLLM logs to stdout: keep stdout for our own output
         built = None
@@ -549,8 +562,25 @@ def _with_engine(*, run_table, texts, queries, method, method_cls, model, engine
             raise EngineFailure(f"{summary['engine_errors']} of {summary['requests']} engine requests failed after "
                                 f"retries (first: {first}); no output written; {kept}")
         write_outputs(outcome, Path(output), windows_path, tag=method_cls.tag(),  # oracle runs: "oracle"
-                      stack_record=stack_record)
+                      stack_record=stack_record, rankllm_out=rankllm_out)
     return summary, outcome
+
+
+def _rankllm_out(output, run_table, texts: dict, queries: dict, docs: str | None) -> tuple[dict, dict] | None:
+    """For ``-o X.jsonl``: (query texts, doc objects) of the whole run -- a RankLLM input's own doc objects, else
+    ``{"contents": text}`` (a run + --docs has text only for the top --depth so far: the rest is read now);
+    None for other outputs."""
+    from rankk_cli import docs as docs_mod
+    from rankk_cli import rankllm
+
+    source = run_table.meta.pop("rankllm", None)
+    if output is None or not rankllm.is_output_path(output):
+        return None
+    if source is None:
+        missing = [d for d in dict.fromkeys(run_table.df["docid"].tolist()) if d not in texts]
+        if missing and docs is not None:
+            texts = {**texts, **docs_mod.open_docs(docs).get(missing)}
+    return queries, rankllm.output_docs(run_table, texts, source["docs"] if source else None)
 
 
 def _stack_summary(record: dict, cache) -> dict:
