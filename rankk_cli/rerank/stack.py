@@ -113,17 +113,11 @@ def _config_file(name: str) -> bool:
     return name in CONFIG_NAMES or name.startswith(CONFIG_PREFIXES) or name.endswith(".model")
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def directory_identity(folder: Path) -> dict:
     """A local model directory: digest of its config/tokenizer files' content and its weight files' names and
     sizes (weights are never read), with the counts."""
+    from rankk_cli.gguf import file_digest
+
     h = hashlib.sha256()
     configs = weights = 0
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not any(
@@ -133,7 +127,7 @@ def directory_identity(folder: Path) -> dict:
             h.update(f"weight {rel} {path.stat().st_size}\n".encode())
             weights += 1
         elif _config_file(path.name):
-            h.update(f"config {rel} {_sha256_file(path)}\n".encode())
+            h.update(f"config {rel} {file_digest(path)}\n".encode())
             configs += 1
     return {"kind": "directory", "digest": h.hexdigest()[:32], "config_files": configs, "weight_files": weights}
 
