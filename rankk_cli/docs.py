@@ -248,10 +248,12 @@ def is_candidates_file(path: str | Path) -> bool:
         except Exception:
             return False
         return {"qid", "docid", "text"} <= set(names)
-    obj = _first_json_object(path)
     from rankk_cli import rankllm
 
-    return obj is not None and ({"qid", "docid"} <= set(obj) or rankllm.is_request(obj))
+    if rankllm.is_request_file(path):
+        return True
+    obj = _first_json_object(path)
+    return obj is not None and {"qid", "docid"} <= set(obj)
 
 
 def _first_json_object(path: Path) -> dict | None:
@@ -293,7 +295,7 @@ def read_candidates(path: str | Path) -> tuple[Run, dict[str, str]]:
                              f"{path.suffix or 'suffix-less'} file")
         from rankk_cli import rankllm
 
-        if rankllm.is_request(_first_json_object(path)):
+        if rankllm.is_request_file(path):
             run, texts, queries, docs = rankllm.read(path)
             run.meta["rankllm"] = {"queries": queries, "docs": docs}
             return run, texts
@@ -343,7 +345,7 @@ def _open_path(path: Path, no_cache: bool) -> DocStore:
         if suffix in (".jsonl", ".json"):
             from rankk_cli.runs import looks_like_json_run
 
-            if suffix == ".json" and looks_like_json_run(path):
+            if suffix == ".json" and looks_like_json_run(path) and not is_candidates_file(path):
                 raise file_error(path, None, "expected a document source (corpus or candidates file with text), "
                                  "found a JSON score run {qid: {docid: score}}, which holds no text")
             if is_candidates_file(path):

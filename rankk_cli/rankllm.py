@@ -1,6 +1,8 @@
 """RankLLM's request/result files (castorini/rank_llm ``rank_llm/data.py``): read as candidates, written as results.
 
-One JSON object per line (plain or .gz), the shape of rank_llm's ``Request``/``Result`` dataclasses::
+One JSON object per line (plain or .gz), the shape of rank_llm's ``Request``/``Result`` dataclasses (also a JSON
+array of them, ``.json``: what rank_llm's ``read_requests_from_file`` also reads and its older retrieve caches
+``retrieve_results_<dataset>.json`` hold; errors then name the line each request starts on)::
 
     {"query": {"text": "...", "qid": "q1"},
      "candidates": [{"docid": "d1", "score": 12.3, "doc": {"contents": "..."}}, ...]}
@@ -24,6 +26,8 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
+import zlib
 from pathlib import Path
 
 from rankk_cli.errors import bad_id, file_error, show
@@ -31,11 +35,74 @@ from rankk_cli.errors import bad_id, file_error, show
 TEXT_KEYS = ("text", "segment", "contents", "content", "body", "passage")
 SHAPE = '{"query": {"text", "qid"}, "candidates": [{"docid", "score", "doc": {...}}]}'
 SUFFIXES = (".jsonl", ".jsonl.gz")
+_ARRAY_HEAD = re.compile(rb'\s*\[\s*\{\s*"query"\s*:')
 
 
 def is_request(obj) -> bool:
     """A parsed JSON line that is a RankLLM request/result (has ``query`` and ``candidates``)."""
     return isinstance(obj, dict) and "query" in obj and "candidates" in obj
+
+
+def is_request_file(path: str | Path) -> bool:
+    """Does the file (plain or gzipped) hold RankLLM requests: a first JSON line with ``query`` and
+    ``candidates``, or a JSON array whose first object starts with ``"query"``? Reads only its head."""
+    from rankk_cli.docs import _first_json_object
+
+    try:
+        with open(path, "rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+        with (gzip.open if gzipped else open)(path, "rb") as fh:
+            head = fh.read(1 << 12)
+    except (OSError, EOFError, zlib.error):
+        return False
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:]
+    return _ARRAY_HEAD.match(head) is not None or is_request(_first_json_object(Path(path)))
+
+
+def _records(path: Path):
+    """(line, object) of each request: JSON lines, or the items of a JSON array (the line each item starts on)."""
+    from rankk_cli.docs import _json_lines
+    from rankk_cli.runs import read_text_file
+
+    text = read_text_file(path, "RankLLM request file")
+    start = len(text) - len(text.lstrip())
+    if not text.startswith("[", start):
+        yield from _json_lines(path, "RankLLM request file")
+        return
+    decoder = json.JSONDecoder()
+    i, line, at = start + 1, 1, 0
+
+    def line_of(pos: int) -> int:
+        nonlocal line, at
+        line += text.count("\n", at, pos)
+        at = pos
+        return line
+
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i < len(text) and text[i] == "]":
+            break
+        try:
+            obj, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError as exc:
+            raise file_error(path, line_of(exc.pos), f"expected a JSON array of RankLLM requests, found invalid "
+                             f"JSON ({exc.msg})") from None
+        lineno = line_of(i)
+        if not isinstance(obj, dict):
+            raise file_error(path, lineno, f"expected a RankLLM request {SHAPE}, found {type(obj).__name__}")
+        yield lineno, obj
+        i = end
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i < len(text) and text[i] == ",":
+            i += 1
+        elif i >= len(text) or text[i] != "]":
+            raise file_error(path, line_of(min(i, len(text))), "expected ',' or ']' after a request in the JSON "
+                             "array, found " + (show(text[i:i + 20]) if i < len(text) else "the end of the file"))
+    if text[i + 1:].strip():
+        raise file_error(path, line_of(i + 1), "expected nothing after the JSON array, found more")
 
 
 def is_output_path(path: str | Path) -> bool:
@@ -77,7 +144,6 @@ def read(path: str | Path):
     import numpy as np
     import pandas as pd
 
-    from rankk_cli.docs import _json_lines
     from rankk_cli.runs import Run, run_name
 
     path = Path(path)
@@ -87,7 +153,7 @@ def read(path: str | Path):
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
     doc_line: dict[str, int] = {}
-    for lineno, obj in _json_lines(path, "RankLLM request file"):
+    for lineno, obj in _records(path):
         if not is_request(obj):
             raise file_error(path, lineno, f"expected a RankLLM request {SHAPE}, found keys {sorted(obj)[:8]}")
         query = obj["query"]
@@ -145,7 +211,7 @@ def read(path: str | Path):
     df = pd.DataFrame(rows)
     df["rank"] = df["rank"].astype(np.int64)
     df["score"] = df["score"].astype(np.float64)
-    name = run_name(path.name.replace(".jsonl", ""))
+    name = run_name(path.name.replace(".jsonl", "").replace(".json", ""))
     return Run(df, name, {"candidates": str(path)}), texts, queries, docs
 
 

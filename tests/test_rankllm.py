@@ -151,3 +151,32 @@ def test_a_malformed_request_file_exits_2_with_one_line_and_writes_nothing(rankk
     assert lines[0] == (f"rankk: error: {path}:1: candidate 1 (docid 'd'): expected a finite number as 'score', "
                         "found 'null'")
     assert not out.exists() and not Path(str(out) + ".windows.parquet").exists()
+
+
+def test_a_json_array_of_requests_reads_as_the_jsonl_does(request_file, tmp_path):
+    # rank_llm's DataWriter.write_in_json_format / its older retrieve caches: json.dumps(list, indent=2)
+    requests = [json.loads(x) for x in GOLDEN_REQUEST.splitlines() if x.strip()]
+    array = tmp_path / "retrieve_results_x.json"
+    array.write_text(json.dumps(requests, indent=2, ensure_ascii=False))
+    run, texts = read_candidates(request_file)
+    arun, atexts = read_candidates(array)
+    assert arun.df.equals(run.df) and atexts == texts and arun.meta["rankllm"] == run.meta["rankllm"]
+    assert read_run(array).df[["qid", "docid"]].equals(run.df[["qid", "docid"]])  # eval reads it too
+    lines = tmp_path / "lines.json"  # JSON lines under a .json name: not mistaken for a {qid: {docid: score}} run
+    lines.write_text(GOLDEN_REQUEST)
+    from rankk_cli.rerank.pipeline import is_candidates_input
+
+    assert is_candidates_input(array) and is_candidates_input(lines)
+    assert read_candidates(lines)[0].df.equals(run.df)
+    # a bad item names the line it starts on
+    requests[1]["candidates"][0]["score"] = "x"
+    array.write_text(json.dumps(requests, indent=2))
+    starts = [n for n, x in enumerate(json.dumps(requests, indent=2).splitlines(), start=1) if x == "  {"]
+    start = starts[1]  # the second request's first line
+    with pytest.raises(RankkError) as err:
+        read_candidates(array)
+    assert str(err.value).startswith(f"{array}:{start}: candidate 1 (docid '10'): expected a finite number")
+    array.write_text('[\n  {"query": {"text": "t", "qid": "q"}, "candidates": []}\n  {"query": 1}\n]')
+    with pytest.raises(RankkError) as err:
+        read_candidates(array)
+    assert str(err.value).startswith(f"{array}:3: expected ',' or ']' after a request in the JSON array")

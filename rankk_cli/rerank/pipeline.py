@@ -96,6 +96,10 @@ def is_candidates_input(run_path: Path) -> bool:
     if name.endswith((".jsonl", ".jsonl.gz")):
         return True
     if is_json_run_path(name):
+        from rankk_cli import rankllm
+
+        if run_path.is_file() and rankllm.is_request_file(run_path):  # before the JSON-run sniff: {"query": {
+            return True
         return run_path.is_file() and not looks_like_json_run(run_path) and docs_mod.is_candidates_file(run_path)
     if name.endswith(".parquet"):
         return run_path.is_file() and docs_mod.is_candidates_file(run_path)
