@@ -214,6 +214,30 @@ def test_chunks_from_before_stacks_count_as_another_stack(cands, data, tmp_path,
     assert s["cache_other_stack"] == 6 and s["cache_hits"] == 0 and sum(engine.batches) == 6
 
 
+def test_one_key_under_two_stacks_keeps_both_answers_through_compaction(tmp_path, monkeypatch):
+    from rankk_cli.rerank import cache as cache_mod
+    from rankk_cli.rerank.cache import CallCache, chunk_stacks
+    from rankk_cli.rerank.engines.base import Completion
+
+    monkeypatch.setattr(cache_mod, "COMPACT_MIN_SMALL", 2)
+    old, new = {"vllm": "0.1"}, {"vllm": "0.2"}
+    a = CallCache(tmp_path)
+    a.use_stack(old)
+    a.put_many([("k", Completion("old answer", "stop", 1, 1))], "e", "m")
+    b = CallCache(tmp_path)
+    b.use_stack(new)
+    assert b.get("k") is None and b.other_stack == {"k"}
+    b.put_many([("k", Completion("new answer", "stop", 1, 1))], "e", "m")  # stored although the key is there
+    CallCache(tmp_path)  # opening merges the two small chunks
+    (chunk,) = tmp_path.glob("chunk-*.parquet")
+    assert pq.read_table(chunk).num_rows == 2
+    assert chunk_stacks(pq.read_schema(chunk).metadata) == {stack.digest(old): old, stack.digest(new): new}
+    for record, text in ((old, "old answer"), (new, "new answer")):
+        c = CallCache(tmp_path)
+        c.use_stack(record)
+        assert c.get("k").text == text and not c.other_stack
+
+
 def test_the_flag_is_a_cli_option(rankk):
     proc = rankk("rerank", "--help", env={"COLUMNS": "200"})
     assert proc.returncode == 0 and "--reuse-cache-across-stacks" in proc.stdout
