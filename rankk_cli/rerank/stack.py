@@ -116,7 +116,7 @@ def _config_file(name: str) -> bool:
 def directory_identity(folder: Path) -> dict:
     """A local model directory: digest of its config/tokenizer files' content and its weight files' names and
     sizes (weights are never read), with the counts."""
-    from rankk_cli.gguf import file_digest
+    from rankk_cli.cache import file_digest
 
     h = hashlib.sha256()
     configs = weights = 0
