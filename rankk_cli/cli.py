@@ -116,6 +116,9 @@ def rerank(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every rendered request as JSON lines; no engine."),
     fmt: str = typer.Option(RERANK_FORMATS[0], "--format", help=f"{' | '.join(RERANK_FORMATS)} (summary on stdout)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the engine-call cache."),
+    reuse_cache_across_stacks: bool = typer.Option(
+        False, "--reuse-cache-across-stacks", help="Reuse cached answers made by another stack (other vLLM/torch/"
+        "transformers version, device, dtype or model files); by default they are recomputed and counted."),
     qrels: Optional[str] = typer.Option(None, "--qrels", help="Qrels file or ir_datasets id (method oracle)."),
     method_opt: List[str] = typer.Option([], "--method-opt", help="KEY=VALUE method option, repeatable "
                                          "(e.g. prp variant=sorting, rankr1 k=10 num_child=19)."),
@@ -133,7 +136,8 @@ def rerank(
                    gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_url),
                    windows_out=windows_out, dry_run=dry_run, fmt=fmt, no_cache=no_cache, qrels=qrels,
                    method_opts=tuple(method_opt), timeout=timeout, max_retries=max_retries, concurrency=concurrency,
-                   exclude=exclude, schedule=schedule)
+                   exclude=exclude, schedule=schedule,
+                   reuse_cache_across_stacks=reuse_cache_across_stacks)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ source and (a few of) the docids it does not have. A spec is:
   accepted too and joined with a space); plain or .gz. Validated with FILE:LINE errors; the docid -> text map is
   built once and cached as Parquet in the stage cache, keyed by the file's digest;
 - a TSV corpus ``docid<TAB>text`` (.tsv, plain or .gz);
-- a candidates file with text: JSONL ``{"qid","docid","rank","score","text"}`` or Parquet with a ``text``
-  column -- both a run and a document source (``read_candidates``);
+- a candidates file with text: JSONL ``{"qid","docid","rank","score","text"}``, RankLLM's request JSONL
+  ``{"query": {"text", "qid"}, "candidates": [{"docid", "score", "doc"}]}`` (``rankk_cli.rankllm``; it also
+  carries the query texts), or Parquet with a ``text`` column -- both a run and a document source
+  (``read_candidates``);
 - a Lucene index directory built with stored raw documents (delegates to ``rankk_cli.lucene.LuceneDocs``);
 - an ir_datasets id (its docstore, ``get_many``).
 """
@@ -240,6 +242,10 @@ def is_candidates_file(path: str | Path) -> bool:
         except Exception:
             return False
         return {"qid", "docid", "text"} <= set(names)
+    from rankk_cli import rankllm
+
+    if rankllm.is_request_file(path):
+        return True
     obj = _first_json_object(path)
     return obj is not None and {"qid", "docid"} <= set(obj)
 
@@ -265,7 +271,9 @@ def _first_json_object(path: Path) -> dict | None:
 
 
 def read_candidates(path: str | Path) -> tuple[Run, dict[str, str]]:
-    """A candidates file (JSONL or Parquet with ``text``) as (Run in ranking order, {docid: text})."""
+    """A candidates file (JSONL, RankLLM JSONL or Parquet with ``text``) as (Run in ranking order, {docid: text}).
+    A RankLLM file's query texts and doc objects ride in ``run.meta["rankllm"]`` ({"queries", "docs"}): the rerank
+    stage takes its queries from there when no --topics is given, and writes the doc objects back out."""
     from rankk_cli.runs import read_parquet_run
 
     path = Path(path)
@@ -279,6 +287,12 @@ def read_candidates(path: str | Path) -> tuple[Run, dict[str, str]]:
         if _base_suffix(path) not in (".jsonl", ".json"):
             raise file_error(path, None, "expected a candidates file (.jsonl or .parquet with text), found a "
                              f"{path.suffix or 'suffix-less'} file")
+        from rankk_cli import rankllm
+
+        if rankllm.is_request_file(path):
+            run, texts, queries, docs = rankllm.read(path)
+            run.meta["rankllm"] = {"queries": queries, "docs": docs}
+            return run, texts
         df = rerank_positions(order_run(_candidates_jsonl(path)))
         run = Run(df, run_name(path.name.replace(".jsonl", "")), {"candidates": str(path)})
     texts: dict[str, str] = {}
@@ -325,7 +339,7 @@ def _open_path(path: Path, no_cache: bool) -> DocStore:
         if suffix in (".jsonl", ".json"):
             from rankk_cli.runs import looks_like_json_run
 
-            if suffix == ".json" and looks_like_json_run(path):
+            if suffix == ".json" and looks_like_json_run(path) and not is_candidates_file(path):
                 raise file_error(path, None, "expected a document source (corpus or candidates file with text), "
                                  "found a JSON score run {qid: {docid: score}}, which holds no text")
             if is_candidates_file(path):

@@ -1,4 +1,5 @@
-"""``rankk doctor``: is this machine ready? Java, vLLM, GPU, the Anserini jar, MiniLM, model loading.
+"""``rankk doctor``: is this machine ready? Java, vLLM, GPU, the Anserini jar, MiniLM, model loading, and the
+stack (versions, device, dtype, model identity) that rerank outputs and the call cache record here.
 
 Each check returns a row (part, status, detail, fix). Required parts failing -> exit 1, with the fix printed.
 ``--smoke`` also builds the tiny model into the cache and reranks a few NovelEval queries with it end to end
@@ -203,6 +204,18 @@ def check_smollm2() -> Check:
                  "the rankk cache (models/)", required=False)
 
 
+def check_stack(state: dict) -> Check:
+    """The stack rerank outputs and the call cache would record here (``rankk_cli.rerank.stack``): of the tiny
+    model's engine when it loaded, else of this machine's software alone."""
+    from rankk_cli.rerank import stack
+
+    engine = state.get("engine")
+    if engine is not None:
+        record = type(engine).stack_record(engine.model, engine.options)
+        return Check("stack", OK, stack.describe(record) + " [tiny model]", required=False)
+    return Check("stack", INFO, stack.describe(stack.software()) + " [no model]", required=False)
+
+
 def run_checks(smoke_test: bool = False) -> list[Check]:
     state: dict = {}
     checks = [check_cache(), check_java(), check_pyserini_jar(), check_vllm(), check_gpu(), check_minilm(),
@@ -212,6 +225,7 @@ def run_checks(smoke_test: bool = False) -> list[Check]:
                   Check("model loading", FAIL, "skipped: " + ("vLLM is not importable" if not vllm_ok else
                                                                "the cache folder is not usable"),
                         "fix 'vLLM' first" if not vllm_ok else "fix 'cache' first"))
+    checks.append(check_stack(state))
     if smoke_test:
         checks.append(smoke(state)[0])
     engine = state.get("engine")

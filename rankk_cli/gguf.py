@@ -18,7 +18,6 @@ transformers/torch/gguf are imported only when a conversion actually runs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -58,11 +57,10 @@ def alias_path(name: str) -> Path:
 
 
 def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of the file: the stage cache's memoised one (the stack record and the load then hash it once)."""
+    from rankk_cli.cache import file_digest as digest
+
+    return digest(path)
 
 
 def models_root() -> Path:

@@ -531,7 +531,20 @@ def run_name(path: str | Path) -> str:
 
 
 def read_run(path: str | Path, name: str | None = None) -> Run:
-    """Read a TREC run (plain or .gz), a Parquet run or a JSON score run, validated, in ranking order."""
+    """Read a TREC run (plain or .gz), a Parquet run, a JSON score run or a JSONL candidates file (rankk's
+    ``{qid, docid, rank, score, text}`` or RankLLM's ``{query, candidates}``, e.g. ``rankk rerank -o X.jsonl``; a
+    RankLLM ``.json`` array too), validated, in ranking order."""
+    from rankk_cli import rankllm
+
+    if str(path).lower().endswith((".jsonl", ".jsonl.gz")) or (
+            is_json_run_path(path) and rankllm.is_request_file(path)):  # RankLLM's .json array too
+        from rankk_cli.docs import read_candidates
+
+        run = read_candidates(path)[0]
+        run.meta.pop("rankllm", None)  # query texts and doc objects: not needed to score it
+        if "text" in run.df.columns:
+            run.df = run.df.drop(columns="text")
+        return Run(run.df, name or run.name, run.meta)
     if str(path).endswith(".parquet"):
         return read_parquet_run(path, name)
     if is_json_run_path(path):

@@ -277,6 +277,10 @@ def test_cli_builds_vllm_engine_from_registry(rankk, small, dl19, tiny_model, tm
     summary2 = json.loads(proc.stdout)
     assert summary2["engine_calls"] == 0 and summary2["cache_hits"] == summary["requests"]
     assert summary2["model_loaded"] is False
+    # the stack is known without the model: the same one both times, the real engine's (rankk_cli.rerank.stack)
+    assert summary2["stack"] == summary["stack"] and summary["stack"]["max_model_len"] == 4096
+    assert summary["stack"]["engine"] == "vllm" and summary["stack"]["model"]["kind"] == "directory"
+    assert summary2["cache_other_stack"] == 0
     assert "answered from the call cache; the model was not loaded" in proc.stderr
     assert "Loading safetensors" not in proc.stderr
     assert again.read_text() == out.read_text()

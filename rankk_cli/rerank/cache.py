@@ -27,7 +27,13 @@ re-indexes once).
 Columns: key, engine, model, text, finish_reason, input_tokens, output_tokens, logprobs (JSON string or null),
 seconds, created, embedding (list of float32 or null; for ``Request.embed`` calls; absent in older chunks),
 stop_reason (the stop string that ended a "stop" completion, null for end-of-sequence; absent in older chunks,
-read as null).
+read as null), stack (the digest of the stack that produced it, ``rankk_cli.rerank.stack``; absent in older
+chunks, read as null). Each chunk's schema metadata ``rankk.stacks`` holds the records of the digests it holds.
+
+The stack (``use_stack``): a completion stored under one stack digest answers a lookup only under the same digest
+(a row under another digest, or none -- older chunks -- is not reused; its key is counted in ``other_stack``)
+unless ``reuse_other_stacks`` is set. One key may then hold one row per stack; a lookup prefers the row of the
+current stack.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ COMPACT_TARGET_BYTES = 16 << 20  # ... into chunks of about this size
 LOCK_STALE_S = 600.0
 KEEP_GROUPS = 16  # decoded row groups kept
 KEEP_FILES = 64  # open ParquetFile objects kept
+STACKS_KEY = b"rankk.stacks"  # chunk schema metadata: {stack digest: stack record} of the chunk's rows
 
 
 def _host() -> str:
@@ -121,11 +128,25 @@ class CallCache:
         self._journal_rows: list[dict] = []  # rows in our journal, not yet in a chunk
         self._files: OrderedDict = OrderedDict()  # chunk name -> (ParquetFile, row-group starts)
         self._groups: OrderedDict = OrderedDict()  # (chunk name, group) -> pyarrow Table
+        self.stack: str | None = None  # digest stored with new rows and required of hits (None: no check)
+        self.stack_records: dict[str, dict] = {}  # digest -> record, written to the metadata of our chunks
+        self.reuse_other_stacks = False
+        self.other_stack: set[str] = set()  # keys found cached only under another stack (reused or not)
         self._reset_index()
         if compact:
             self.compact()
         self.refresh()
         self._adopt_orphans()
+
+    def use_stack(self, record: dict, reuse_other_stacks: bool = False) -> str:
+        """Store new completions under ``record``'s digest and answer only from rows of that digest (unless
+        ``reuse_other_stacks``); returns the digest."""
+        from rankk_cli.rerank import stack
+
+        self.stack = stack.digest(record)
+        self.stack_records[self.stack] = record
+        self.reuse_other_stacks = reuse_other_stacks
+        return self.stack
 
     def _reset_index(self) -> None:
         np = self._np
@@ -177,7 +198,8 @@ class CallCache:
                 continue
             live.add(path.name)
             for row in self._read_journal(path):
-                if row["key"] not in self._recent:
+                old = self._recent.get(row["key"])
+                if old is None or (old.get("stack") != self.stack and row.get("stack") == self.stack):
                     self._recent[row["key"]] = row
                     added += 1
         for name in set(self._offsets) - live:  # compacted since: its rows are in a chunk (indexed above)
@@ -196,14 +218,28 @@ class CallCache:
     def _in_index(self, key: str) -> bool:
         return self._lookup(key) is not None
 
-    def _lookup(self, key: str) -> dict | None:
+    def _has(self, key: str, stack: str | None) -> bool:
+        """A row of ``key`` under ``stack`` is stored (in our rows, a journal read, or a chunk)."""
+        row = self._recent.get(key)
+        return (row is not None and row.get("stack") == stack) or self._indexed(key, stack)
+
+    def _indexed(self, key: str, stack: str | None) -> bool:
+        """A row of ``key`` under ``stack`` is in a chunk."""
+        row = self._lookup(key, stack)
+        return row is not None and row.get("stack") == stack
+
+    def _lookup(self, key: str, stack: str | None = None) -> dict | None:
+        """The indexed row of ``key``: the one under ``stack`` when there is one, else the first found."""
         for attempt in range(2):
             try:
+                first = None
                 for pos in self._candidates(key):
                     row = self._row(pos)
                     if row["key"] == key:
-                        return row
-                return None
+                        if row.get("stack") == stack:
+                            return row
+                        first = first or row
+                return first
             except OSError:  # compacted away by another process: index again, once
                 if attempt:
                     return None
@@ -260,10 +296,16 @@ class CallCache:
 
     def get(self, key: str) -> Completion | None:
         row = self._recent.get(key)
-        if row is None:
-            row = self._lookup(key)
+        if row is None or row.get("stack") != self.stack:
+            found = self._lookup(key, self.stack)
+            if found is not None and (row is None or found.get("stack") == self.stack):
+                row = found
         if row is None:
             return None
+        if self.stack is not None and row.get("stack") != self.stack:  # another stack made it (or unknown)
+            self.other_stack.add(key)
+            if not self.reuse_other_stacks:
+                return None
         return Completion(text=row["text"], finish_reason=row["finish_reason"],
                           input_tokens=int(row["input_tokens"] or 0), output_tokens=int(row["output_tokens"] or 0),
                           logprobs=json.loads(row["logprobs"]) if row["logprobs"] else None,
@@ -278,7 +320,7 @@ class CallCache:
         rows, keys = [], set()
         now = time.time()
         for key, c in items:
-            if c.finish_reason == "error" or key in keys or key in self._recent or self._in_index(key):
+            if c.finish_reason == "error" or key in keys or self._has(key, self.stack):
                 continue
             keys.add(key)
             rows.append({"key": key, "engine": engine, "model": model, "text": c.text,
@@ -286,7 +328,7 @@ class CallCache:
                          "output_tokens": int(c.output_tokens),
                          "logprobs": json.dumps(c.logprobs, ensure_ascii=False) if c.logprobs is not None else None,
                          "seconds": float(c.seconds), "created": now, "embedding": c.embedding,
-                         "stop_reason": c.stop_reason})
+                         "stop_reason": c.stop_reason, "stack": self.stack})
         return rows
 
     def put_many(self, items: list[tuple[str, Completion]], engine: str = "", model: str = "") -> Path | None:
@@ -344,9 +386,11 @@ class CallCache:
                           ("text", pa.string()), ("finish_reason", pa.string()), ("input_tokens", pa.int64()),
                           ("output_tokens", pa.int64()), ("logprobs", pa.string()), ("seconds", pa.float64()),
                           ("created", pa.float64()), ("embedding", pa.list_(pa.float32())),
-                          ("stop_reason", pa.string())])
+                          ("stop_reason", pa.string()), ("stack", pa.string())])
 
-    def _write_chunk(self, rows_or_table) -> Path:
+    def _write_chunk(self, rows_or_table, stacks: dict | None = None) -> Path:
+        """One chunk, atomically; its metadata holds the records of its rows' stacks (``stacks``, else those this
+        cache knows)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -354,6 +398,11 @@ class CallCache:
 
         table = rows_or_table if isinstance(rows_or_table, pa.Table) else \
             pa.Table.from_pylist(rows_or_table, schema=self.schema())
+        if stacks is None:
+            digests = set(table.column("stack").to_pylist())
+            stacks = {d: self.stack_records[d] for d in digests if d in self.stack_records}
+        if stacks:
+            table = table.replace_schema_metadata({STACKS_KEY: json.dumps(stacks, sort_keys=True).encode()})
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         name = f"chunk-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:12]}.parquet"
         path = self.dir / name
@@ -378,8 +427,9 @@ class CallCache:
             self._offsets.pop(path.name, None)
             rows, keys = [], set()
             for row in self._read_journal(path):  # a kill between chunk rename and journal unlink: no dupes
-                if row["key"] not in keys and not self._in_index(row["key"]):
-                    keys.add(row["key"])
+                ident = (row["key"], row.get("stack"))
+                if ident not in keys and not self._indexed(*ident):
+                    keys.add(ident)
                     rows.append(row)
             self._offsets.pop(path.name, None)
             if rows:
@@ -393,8 +443,8 @@ class CallCache:
 
     def compact(self) -> int:
         """Merge small chunks (under SMALL_CHUNK_BYTES) into chunks of about COMPACT_TARGET_BYTES once there are
-        COMPACT_MIN_SMALL of them, keeping the first row of each key; one process at a time. Returns the chunks
-        merged away."""
+        COMPACT_MIN_SMALL of them, keeping the first row of each (key, stack); one process at a time. Returns the
+        chunks merged away."""
         if not self.dir.is_dir():
             return 0
         small = []
@@ -442,7 +492,7 @@ class CallCache:
         if len(paths) < 2:
             return 0
         schema = self.schema()
-        tables, done = [], []
+        tables, done, stacks = [], [], {}
         for path in paths:
             try:
                 t = pq.ParquetFile(path).read()
@@ -450,6 +500,7 @@ class CallCache:
                 continue
             except Exception:  # noqa: BLE001 - damaged or foreign: leave it where it is
                 continue
+            stacks.update(chunk_stacks(t.schema.metadata))
             for name in schema.names:  # older chunks lack columns (embedding)
                 if name not in t.column_names:
                     t = t.append_column(name, pa.nulls(len(t), schema.field(name).type))
@@ -458,7 +509,7 @@ class CallCache:
         if len(done) < 2:
             return 0
         table = pa.concat_tables(tables)
-        keys = table.column("key").to_pylist()
+        keys = list(zip(table.column("key").to_pylist(), table.column("stack").to_pylist()))
         first, seen = [], set()
         for i, k in enumerate(keys):
             if k not in seen:
@@ -466,7 +517,7 @@ class CallCache:
                 first.append(i)
         if len(first) < len(keys):
             table = table.take(first)
-        new = self._write_chunk(table)  # renamed into place before the small ones go: no row ever out of sight
+        new = self._write_chunk(table, stacks)  # renamed into place before the small ones go: no row ever out of sight
         self._seen.discard(new.name)  # to be indexed like any other chunk
         for path in done:
             try:
@@ -474,3 +525,13 @@ class CallCache:
             except FileNotFoundError:
                 pass
         return len(done)
+
+
+def chunk_stacks(schema_metadata: dict | None) -> dict[str, dict]:
+    """{stack digest: record} of a chunk's schema metadata (empty for older chunks)."""
+    raw = (schema_metadata or {}).get(STACKS_KEY)
+    try:
+        value = json.loads(raw) if raw is not None else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -9,6 +9,11 @@ Outputs, both written only when the whole run succeeded (temp files renamed into
 - ``OUT.windows.parquet``: one row per window (per pair for pointwise methods) with qid, pass, start, end, the
   engine-call indices, prompt hash (the call-cache key), raw output, reasoning, parsed order, outcome, repairs,
   tokens, seconds and whether it came from the cache.
+
+Both carry the stack that made them (``stack.py``: versions, device, dtype, tensor parallel, max model length,
+model identity): the windows file in its Parquet metadata (``rankk.stack``), a Parquet run in its ``rankk`` meta
+(``stack``); the ``--format json`` summary has ``stack``, ``stack_digest`` and ``cache_other_stack`` (cached
+answers of another stack, not reused unless ``--reuse-cache-across-stacks``).
 """
 
 from __future__ import annotations
@@ -60,6 +65,10 @@ def is_candidates_input(run_path: Path) -> bool:
     if name.endswith((".jsonl", ".jsonl.gz")):
         return True
     if is_json_run_path(name):
+        from rankk_cli import rankllm
+
+        if run_path.is_file() and rankllm.is_request_file(run_path):  # before the JSON-run sniff: {"query": {
+            return True
         return run_path.is_file() and not looks_like_json_run(run_path) and docs_mod.is_candidates_file(run_path)
     if name.endswith(".parquet"):
         return run_path.is_file() and docs_mod.is_candidates_file(run_path)
@@ -87,9 +96,10 @@ def load_inputs(run_path: str | Path, docs: str | None, topics: str | None, dept
             raise RankkError(f"--exclude {exclusions.source}: expected documents left to rerank, found every "
                              f"(qid, docid) pair of {run_path} excluded")
         run.meta["excluded"] = {"pairs": dropped.pairs, "queries": dropped.queries}
-    if topics is None:
+    carried = run.meta.get("rankllm", {}).get("queries")  # a RankLLM request file holds its query texts
+    if topics is None and carried is None:
         raise RankkError("--topics: expected a topics file or ir_datasets id (runs carry no query text), found none")
-    queries = load_topics(topics)
+    queries = load_topics(topics) if topics is not None else carried
     missing = [q for q in run.qids if q not in queries]
     if missing:
         raise RankkError(f"--topics: expected query text for every qid of {run_path}, found none for "
@@ -267,9 +277,12 @@ def _tokenizer_truncate(model: str, n: int):
     return lambda text: truncate_tokens(tok, text, n)
 
 
-def write_outputs(outcome: RerankOutcome, outputs, tag: str) -> None:
+def write_outputs(outcome: RerankOutcome, outputs, tag: str, stack_record: dict | None = None,
+                  rankllm_out: tuple[dict, dict] | None = None) -> None:
     """Both files or neither: each written to a temp file in its own destination folder (so the rename stays on
-    one filesystem), then both renamed into place; if the second rename fails the first is undone."""
+    one filesystem), then both renamed into place; if the second rename fails the first is undone. An output
+    named ``.jsonl``/``.jsonl.gz`` is written in RankLLM's result shape from ``rankllm_out`` ({qid: query text},
+    {docid: doc object})."""
     import pyarrow.parquet as pq
 
     from rankk_cli.outputs import commit_outputs
@@ -280,7 +293,20 @@ def write_outputs(outcome: RerankOutcome, outputs, tag: str) -> None:
     from rankk_cli.rerank.records import to_table
 
     table = to_table(outcome.records)
-    commit_outputs([(output, lambda tmp: write_run(outcome.run, tmp, tag=tag)),
+    if stack_record is not None:  # the stack in both files: windows metadata, and a Parquet run's meta
+        from rankk_cli.rerank import stack
+
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stack.metadata(stack_record)})
+        outcome.run.meta["stack"] = {"digest": stack.digest(stack_record), **stack_record}
+    from rankk_cli import rankllm
+
+    if rankllm.is_output_path(output):
+        if rankllm_out is None:
+            raise ValueError(f"{output}: a RankLLM-shaped output needs the query texts and doc objects")
+        write = lambda tmp: rankllm.write(outcome.run, tmp, *rankllm_out)  # noqa: E731
+    else:
+        write = lambda tmp: write_run(outcome.run, tmp, tag=tag)  # noqa: E731
+    commit_outputs([(output, write),
                     (windows_path, lambda tmp: pq.write_table(table, tmp))])
 
 
@@ -323,13 +349,15 @@ def run_spec(spec: RerankSpec, *, engine_obj: Engine | None = None, progress: bo
     exclusions = load_exclusions(inputs.exclude)
     run_table, texts, queries = load_inputs(inputs.run, inputs.docs, inputs.topics, spec.config.depth, exclusions)
     excluded = run_table.meta.pop("excluded", None)
+    rankllm_out = _rankllm_out(None if spec.outputs.dry_run else spec.outputs.run, run_table, texts, queries,
+                               inputs.docs)
     for line in spec.warnings:
         sys.stderr.write(f"rankk: warning: {line}\n")
     if spec.outputs.dry_run:
         summary = _dry_run(spec, run_table, texts, queries)
     else:
         try:
-            summary, _outcome = _with_engine(spec, run_table, texts, queries, engine_obj, progress)
+            summary, _outcome = _with_engine(spec, run_table, texts, queries, engine_obj, progress, rankllm_out)
         except KeyboardInterrupt:  # while the model loads (interrupts during the run are handled inside)
             sys.stderr.write("rankk rerank: interrupted while starting the engine; no output written.\n")
             raise SystemExit(130) from None
@@ -378,7 +406,8 @@ def _dry_run(spec: RerankSpec, run_table, texts, queries) -> dict:
     return summary
 
 
-def _with_engine(spec: RerankSpec, run_table, texts, queries, engine_obj: Engine | None, progress: bool):
+def _with_engine(spec: RerankSpec, run_table, texts, queries, engine_obj: Engine | None, progress: bool,
+                 rankllm_out=None):
     """Build (or take) the engine, run the scheduler with the call cache, write the outputs."""
     sampling, model = spec.sampling, spec.model
     with stdout_to_stderr():  # vLLM logs to stdout: keep stdout for our own output
@@ -387,6 +416,7 @@ def _with_engine(spec: RerankSpec, run_table, texts, queries, engine_obj: Engine
             from rankk_cli.rerank.engines.base import NoEngine
 
             engine_obj = NoEngine(model or "none", sampling, EngineOptions())
+        stack_cls = type(engine_obj) if engine_obj is not None else spec.engine_cls
         if engine_obj is None:
             from rankk_cli.rerank.engines.base import LazyEngine
 
@@ -399,6 +429,10 @@ def _with_engine(spec: RerankSpec, run_table, texts, queries, engine_obj: Engine
         from rankk_cli.rerank.cache import CallCache
 
         cache = None if spec.no_cache else CallCache()
+        # what would answer, known before any engine call (the model is not loaded for it)
+        stack_record = stack_cls.stack_record(engine_obj.model, engine_obj.options)
+        if cache is not None:
+            cache.use_stack(stack_record, reuse_other_stacks=spec.reuse_cache_across_stacks)
         truncate = spec.config.truncate
         truncate_fn = (lambda text: engine_obj.truncate(text, truncate)) if truncate else None
         try:
@@ -418,7 +452,7 @@ def _with_engine(spec: RerankSpec, run_table, texts, queries, engine_obj: Engine
         output, windows_path = spec.outputs.run, spec.outputs.windows
         summary = {**outcome.summary, "output": str(output), "windows_file": str(windows_path),
                    "engine": engine_obj.name, "model": None if model is None else str(model),
-                   "sampling": asdict(sampling)}
+                   "sampling": asdict(sampling), **_stack_summary(stack_record, cache)}
         if built is not None:
             summary["model_loaded"] = built.loaded
             if not built.loaded and summary["requests"] == 0:
@@ -431,5 +465,38 @@ def _with_engine(spec: RerankSpec, run_table, texts, queries, engine_obj: Engine
                 else "--no-cache: nothing was kept"
             raise EngineFailure(f"{summary['engine_errors']} of {summary['requests']} engine requests failed after "
                                 f"retries (first: {first}); no output written; {kept}")
-        write_outputs(outcome, spec.outputs, tag=type(spec.method).tag())  # oracle runs: "oracle"
+        write_outputs(outcome, spec.outputs, tag=type(spec.method).tag(),  # oracle runs: "oracle"
+                      stack_record=stack_record, rankllm_out=rankllm_out)
     return summary, outcome
+
+
+def _rankllm_out(output, run_table, texts: dict, queries: dict, docs: str | None) -> tuple[dict, dict] | None:
+    """For ``-o X.jsonl``: (query texts, doc objects) of the whole run -- a RankLLM input's own doc objects, else
+    ``{"contents": text}`` (a run + --docs has text only for the top --depth so far: the rest is read now);
+    None for other outputs."""
+    from rankk_cli import docs as docs_mod
+    from rankk_cli import rankllm
+
+    source = run_table.meta.pop("rankllm", None)
+    if output is None or not rankllm.is_output_path(output):
+        return None
+    if source is None:
+        missing = [d for d in dict.fromkeys(run_table.df["docid"].tolist()) if d not in texts]
+        if missing and docs is not None:
+            texts = {**texts, **docs_mod.open_docs(docs).get(missing)}
+    return queries, rankllm.output_docs(run_table, texts, source["docs"] if source else None)
+
+
+def _stack_summary(record: dict, cache) -> dict:
+    """The summary's stack fields; says on stderr when cached answers of another stack were left alone."""
+    from rankk_cli.rerank import stack
+
+    other = len(cache.other_stack) if cache is not None else 0
+    reused = cache is not None and cache.reuse_other_stacks
+    if other:
+        what = ("reused (--reuse-cache-across-stacks)" if reused else
+                "not reused but recomputed (--reuse-cache-across-stacks reuses them)")
+        sys.stderr.write(f"rankk rerank: {other} cached answer(s) from another stack (rankk, vLLM, torch or "
+                         f"transformers version, device, dtype or model differ) {what}\n")
+    return {"stack": record, "stack_digest": stack.digest(record), "cache_other_stack": 0 if reused else other,
+            "cache_other_stack_reused": other if reused else 0}

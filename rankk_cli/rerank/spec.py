@@ -114,6 +114,7 @@ class RerankSpec:
     sampling: Sampling
     schedule: str = "continuous"
     no_cache: bool = False
+    reuse_cache_across_stacks: bool = False  # cached answers of another stack (rerank/stack.py) reused too
     warnings: list[str] = field(default_factory=list)  # printed once every input has checked out
 
     @property
@@ -135,7 +136,7 @@ class RerankSpec:
               fmt: str = "table", no_cache: bool = False, qrels: str | None = None,
               method_opts: tuple[str, ...] = (), timeout: float = 600.0, max_retries: int = 4,
               concurrency: int = 32, exclude: Path | None = None, schedule: str = "continuous",
-              model_given: bool = True) -> "RerankSpec":
+              reuse_cache_across_stacks: bool = False, model_given: bool = True) -> "RerankSpec":
         """``model_given=False``: an engine object is supplied by the caller (library use), so the method's
         model is not resolved."""
         from rankk_cli.rerank.engines import ENGINES
@@ -189,7 +190,8 @@ class RerankSpec:
         sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
         spec = cls(inputs=inputs, outputs=outputs, config=config, method=instance, method_options=opts,
                    engine_name=engine, engine_cls=engine_cls, engine_options=options, model=model,
-                   sampling=sampling, schedule=schedule, no_cache=no_cache)
+                   sampling=sampling, schedule=schedule, no_cache=no_cache,
+                   reuse_cache_across_stacks=reuse_cache_across_stacks)
         spec.warnings.extend(w for w in warnings if w)
         return spec
 

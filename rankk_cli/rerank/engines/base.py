@@ -187,6 +187,15 @@ class Engine(ABC):
         """Cheap checks that need no model load (run before a lazily built engine, so a bad --model fails
         before any work); raise RankkError. Default: none."""
 
+    @classmethod
+    def stack_record(cls, model: str, options: EngineOptions) -> dict:
+        """What would produce this engine's answers for ``model`` (``rankk_cli.rerank.stack``), computed
+        WITHOUT loading the model or building the engine (the call cache compares its digest before any engine
+        call). Default: the client side (rankk, transformers) and the engine's name."""
+        from rankk_cli.rerank import stack
+
+        return stack.client_record(cls.name)
+
     @abstractmethod
     def generate(self, requests: list[Request]) -> list[Completion]:
         """Generate for all requests in ONE batched call; same order as given."""

@@ -100,6 +100,32 @@ class OpenAIEngine(Engine):
         if check:
             self._check_server()
 
+    @classmethod
+    def stack_record(cls, model: str, options: EngineOptions) -> dict:
+        """The client side plus what each server reports (``/v1/models``, ``/version``): two GETs per base URL
+        per run, never a request per window; a server that does not answer makes the stack unknown (cached
+        answers are then not reused, unless --reuse-cache-across-stacks)."""
+        import httpx
+
+        from rankk_cli.rerank import stack
+
+        urls = options.base_urls or (os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,)
+        key = options.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        timeout = min(options.timeout_s, 10.0)
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=timeout) as client:
+            def get(url: str):
+                try:
+                    r = client.get(url)
+                except httpx.HTTPError:
+                    return None, None
+                try:
+                    return r.status_code, r.json()
+                except ValueError:
+                    return r.status_code, None
+
+            servers = stack.server_record([normalize_base_url(u) for u in urls], str(model), get)
+        return {**stack.client_record(cls.name), "servers": servers}
+
     # ------------------------------------------------------------------------------------------------------
     # server and tokenizer
 

@@ -74,6 +74,12 @@ class VLLMEngine(Engine):
         if _looks_like_path(model) and not Path(model).expanduser().exists():
             raise RankkError(f"cannot load model {model!r}: no such directory")
 
+    @classmethod
+    def stack_record(cls, model: str, options: EngineOptions) -> dict:
+        from rankk_cli.rerank import stack
+
+        return stack.local_record(cls.name, model, options)
+
     def __init__(self, model: str, sampling: Sampling | None = None, options: EngineOptions | None = None):
         super().__init__(str(model), sampling or Sampling(), options or EngineOptions())
         self.precheck(self.model, self.options)
