@@ -90,6 +90,27 @@ def render(engine, log: dict) -> dict:
     return {"queries": queries, "llm_kwargs": engine.llm_kwargs}
 
 
+def step_meter(llm) -> dict:
+    """Instrument a vllm.LLM: ``{"steps", "seconds", "running"}`` -- engine steps, seconds inside them (the
+    engine's own work: everything else a system does is its overhead) and the sum over steps of the requests
+    running (mean occupancy = running / steps). LLM.generate and add_request/step loops both step
+    ``llm.llm_engine``; reset the counts by assigning zeros."""
+    core = llm.llm_engine
+    step = core.step
+    box = {"steps": 0, "seconds": 0.0, "running": 0}
+
+    def metered():
+        box["steps"] += 1
+        box["running"] += core.get_num_unfinished_requests()
+        t0 = time.perf_counter()
+        out = step()
+        box["seconds"] += time.perf_counter() - t0
+        return out
+
+    core.step = metered
+    return box
+
+
 def counts(recorded: dict) -> tuple[int, int, int]:
     """(requests, rounds, prompt tokens) of a rendered recording."""
     reqs = [r for q in recorded["queries"] for step in q for r in step]

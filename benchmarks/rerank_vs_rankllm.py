@@ -24,7 +24,9 @@ are printed (the first window of the first query, both renderings).
                                            [--repeat 2] [--schedule continuous|lockstep] [--model tiny|smollm2]
 
 Per system: wall (load + reranking), load (import + model), generate (inside the engine's generate calls/steps),
-own code (wall - load - generate: prompts, tokenising, parsing, scheduling), generated tokens/s, engine calls.
+own code (wall - load - generate: prompts, tokenising, parsing, scheduling), seconds inside vLLM's engine steps
+and outside them (wall - load - in steps: what the system adds to the engine's work; on a loaded machine the
+steps' seconds swing with the load, this much less), generated tokens/s, engine calls and steps.
 Last line: RESULT name=value ... (ratios are baseline / rankk: > 1 means rankk is faster).
 """
 
@@ -163,16 +165,17 @@ def rankk_worker(args, work, run, texts, topics) -> dict:
     from rankk_cli.testing import force_lengths
 
     sys.path.insert(0, str(HERE))
-    from _floor import recording, render
+    from _floor import recording, render, step_meter
 
     sampling = Sampling(temperature=0.0, max_tokens=args.tokens)
     opts = EngineOptions(max_model_len=8192)
-    built = []
+    built, meter = [], []
 
     def factory():
         engine = VLLMEngine(args.model, sampling, opts)
         force_lengths(engine, lambda request: args.tokens)
         built.append(engine)
+        meter.append(step_meter(engine.llm))
         return engine
 
     lazy = LazyEngine(factory, VLLMEngine.name, args.model, sampling, opts)
@@ -191,6 +194,7 @@ def rankk_worker(args, work, run, texts, topics) -> dict:
     return {"wall": s["wall_seconds"], "load": s["load_seconds"], "generate": s["generate_seconds"],
             "own": s["rankk_seconds"], "calls": s["engine_calls"], "requests": s["requests"],
             "tokens": s["generated_tokens"], "input_tokens": s["input_tokens"], "first_prompt": prompt,
+            "in_steps": meter[0]["seconds"], "steps": meter[0]["steps"],
             "orders": {q: r.order for q, r in outcome.results.items()}, "llm_kwargs": engine.llm_kwargs,
             "outcomes": s["outcomes"],
             "said": [f"rankk's rerank summary: wall {s['wall_seconds']} = load {s['load_seconds']} + generate "
@@ -223,7 +227,11 @@ def rankllm_worker(args, work, run, texts, topics) -> dict:
                 f"{args.stride}), template rank_zephyr_template.yaml, num_output_tokens(window) = "
                 f"{reranker.num_output_tokens(args.window)} (replaced by the forced {args.tokens})")
     load = time.perf_counter() - t0
+    from _floor import step_meter
+
     from rankk_cli.rerank.pipeline import build_queries
+
+    meter = step_meter(reranker._vllm_handler._vllm)
 
     requests = _rankllm.requests_of(build_queries(run, texts, topics, args.depth))
     t1 = time.perf_counter()
@@ -231,7 +239,7 @@ def rankllm_worker(args, work, run, texts, topics) -> dict:
     wall = load + time.perf_counter() - t1
     return {"wall": wall, "load": load, "generate": stats["seconds"], "own": wall - load - stats["seconds"],
             "calls": stats["calls"], "requests": stats["requests"], "tokens": stats["tokens"],
-            "first_prompt": first[0] if first else "",
+            "first_prompt": first[0] if first else "", "in_steps": meter["seconds"], "steps": meter["steps"],
             "orders": {r.query.qid: [c.docid for c in r.candidates[: args.depth]] for r in results}, "said": said}
 
 
@@ -240,7 +248,7 @@ def floor_worker(args, work, run, texts, topics) -> dict:
     from rankk_cli.rerank.engines.vllm import VLLMEngine
 
     sys.path.insert(0, str(HERE))
-    from _floor import counts, replay
+    from _floor import counts, replay, step_meter
 
     recorded = json.loads((work / "requests.json").read_text())
     t0 = time.perf_counter()
@@ -248,13 +256,14 @@ def floor_worker(args, work, run, texts, topics) -> dict:
     load = time.perf_counter() - t0
     if engine.llm_kwargs != recorded["llm_kwargs"]:
         raise RuntimeError(f"floor LLM kwargs {engine.llm_kwargs} differ from rankk's {recorded['llm_kwargs']}")
+    meter = step_meter(engine.llm)
     res = replay(engine.llm, recorded, args.schedule)
     n, rounds, prompt_tokens = counts(recorded)
     engine.close()
     how = "one LLM.generate per round" if args.schedule == "lockstep" else "one add_request/step loop"
     return {"wall": load + res["seconds"], "load": load, "generate": res["seconds"], "own": 0.0,
             "calls": res["calls"], "requests": n, "tokens": res["tokens"], "input_tokens": prompt_tokens,
-            "steps": res["steps"],
+            "in_steps": meter["seconds"], "steps": meter["steps"],
             "said": [f"replayed rankk's {n} rendered requests ({rounds} rounds, {prompt_tokens} prompt tokens) with "
                      f"{how}, nothing else timed"]}
 
@@ -270,10 +279,17 @@ def prompt_difference(a: str, b: str) -> str:
             f"{b[max(0, i - 30):i + 30]!r}")
 
 
+def outside(r: dict) -> float:
+    """Seconds of reranking (wall minus load) spent outside vLLM's engine steps: the system's own overhead, a
+    figure the machine's load moves far less than the steps' own seconds."""
+    return r["wall"] - r["load"] - r["in_steps"]
+
+
 def report(args, best: dict, skipped: dict) -> str:
     rk = best["rankk"]
     lines = [f"\n{'system (best of ' + str(args.repeat) + ')':<34} {'wall s':>7} {'load s':>7} {'generate s':>10} "
-             f"{'own s':>6} {'gen tok/s':>9} {'calls':>6} {'requests':>8} {'tokens':>8} {'load avg':>8}"]
+             f"{'own s':>6} {'in steps s':>10} {'not steps':>9} {'gen tok/s':>9} {'calls':>6} {'steps':>6} "
+             f"{'requests':>8} {'tokens':>8} {'load avg':>8}"]
     label = {"rankk": f"rankk rankzephyr ({args.schedule})", "rankllm": "RankLLM 0.25.7 (vLLM, batched)",
              "floor": f"floor: plain vLLM loop ({args.schedule})"}
     for name in SYSTEMS:
@@ -282,8 +298,8 @@ def report(args, best: dict, skipped: dict) -> str:
             lines.append(f"{label[name]:<34} not run: {skipped.get(name, '?')}")
             continue
         lines.append(f"{label[name]:<34} {r['wall']:7.1f} {r['load']:7.1f} {r['generate']:10.2f} {r['own']:6.2f} "
-                     f"{r['tokens'] / r['generate']:9.0f} {r['calls']:6d} {r['requests']:8d} {r['tokens']:8d} "
-                     f"{r['load_avg']:8.2f}")
+                     f"{r['in_steps']:10.2f} {outside(r):9.2f} {r['tokens'] / r['generate']:9.0f} {r['calls']:6d} "
+                     f"{r['steps']:6d} {r['requests']:8d} {r['tokens']:8d} {r['load_avg']:8.2f}")
     fields = [f"queries={args.queries}", f"depth={args.depth}", f"window={args.window}", f"stride={args.stride}",
               f"tokens={args.tokens}", f"schedule={args.schedule}", f"repeat={args.repeat}"]
     for name in SYSTEMS:
@@ -291,13 +307,17 @@ def report(args, best: dict, skipped: dict) -> str:
         if r is not None:
             fields += [f"{name}_wall_s={r['wall']:.2f}", f"{name}_generate_s={r['generate']:.2f}",
                        f"{name}_load_s={r['load']:.2f}", f"{name}_own_s={r['own']:.2f}",
+                       f"{name}_in_steps_s={r['in_steps']:.2f}", f"{name}_not_steps_s={outside(r):.2f}",
                        f"{name}_tok_s={r['tokens'] / r['generate']:.0f}"]
     if "floor" in best:
         fl = best["floor"]
         over = rk["generate"] / fl["generate"] - 1
         lines.append(f"rankk generate vs the floor: {rk['generate']:.2f} vs {fl['generate']:.2f} s "
-                     f"({over:+.1%}; goal within +10%); same tokens: {rk['tokens'] == fl['tokens']}")
+                     f"({over:+.1%}; goal within +10%); same tokens: {rk['tokens'] == fl['tokens']}; outside vLLM's "
+                     f"steps: rankk {outside(rk):.2f} s ({outside(rk) / (rk['wall'] - rk['load']):.1%} of its "
+                     f"reranking), floor {outside(fl):.2f} s")
         fields += [f"floor_vs_rankk_generate={fl['generate'] / rk['generate']:.3f}",
+                   f"rankk_not_steps_share={outside(rk) / (rk['wall'] - rk['load']):.3f}",
                    f"rankk_generate_over_floor={over:+.3f}", f"floor_vs_rankk_wall={fl['wall'] / rk['wall']:.3f}"]
     if "rankllm" in best:
         rl = best["rankllm"]
