@@ -67,7 +67,10 @@ def step_lengths(log: Log, seed: int, median: float, sigma: float, cap: int):
     from rankk_cli.testing import lognormal_draw
 
     def length_of(request) -> int:
-        return lognormal_draw([seed, *log.where[id(request)]], median, sigma, cap)
+        where = log.where.get(id(request))
+        if where is None:  # not a method's call (a warm-up request): its own budget
+            return request.max_tokens or 1
+        return lognormal_draw([seed, *where], median, sigma, cap)
 
     return length_of
 
