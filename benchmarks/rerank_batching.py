@@ -11,6 +11,9 @@ decode dominates as it does here; with --max-tokens 32 (prefill-dominated) the r
 
 Prints engine calls and wall times; the baseline is the sequential loop over the same queries, measured in the
 same run (all of them by default; --sequential-queries K runs the first K and scales by Q/K, ``extrapolated=1``).
+The floor: the requests the batched run rendered (token ids + SamplingParams, benchmarks/_floor.py) sent again by
+a plain loop, one LLM.generate per round of the same composition, so rankk's own cost is a printed ratio
+(``batched_vs_floor``). vLLM's prefix cache is reset before each timed case (none reuses another's prompts).
 Last line: RESULT name=value ...
 """
 
@@ -86,15 +89,24 @@ def bench(args, *, engine_cls, model_dir, run, texts, topics, work) -> str:
           file=sys.stderr)
 
     def timed(label, fn):
+        engine.llm.reset_prefix_cache()
         t = time.perf_counter()
         out = fn()
         s = time.perf_counter() - t
         print(f"{label:<28} {s:8.1f}s", file=sys.stderr)
         return out, s
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _floor import recording, render, replay
+
     cache_dir = work / "calls"
     batched = Scheduler(engine, cache=CallCache(cache_dir), schedule="lockstep")
-    res_b, batched_s = timed("batched (lockstep)", lambda: batched.run(RankK(config), items))
+    with recording(RankK) as log:
+        res_b, batched_s = timed("batched (lockstep)", lambda: batched.run(RankK(config), items))
+    recorded = render(engine, log)  # what the batched run sent, as vLLM received it (untimed)
+    floor, floor_s = timed("floor (plain LLM.generate)", lambda: replay(engine.llm, recorded, "lockstep"))
+    print(f"{'':<28} floor: {floor['calls']} generate calls, {floor['tokens']} tokens (batched: "
+          f"{batched.stats.output_tokens}); batched / floor = {batched_s / floor_s:.3f}", file=sys.stderr)
 
     seq_calls = 0
 
@@ -133,7 +145,9 @@ def bench(args, *, engine_cls, model_dir, run, texts, topics, work) -> str:
     return (f"RESULT queries={len(items)} windows={windows} batched_calls={batched.stats.engine_calls} "
           f"sequential_queries={len(seq_items)} sequential_measured_s={seq_measured_s:.2f} "
           f"sequential_calls={seq_calls_all} sequential_s={seq_s:.2f} extrapolated={int(scale != 1)} "
-          f"speedup={seq_s / batched_s:.2f} cached_calls={cached.stats.engine_calls} cached_s={cached_s:.2f}")
+          f"speedup={seq_s / batched_s:.2f} cached_calls={cached.stats.engine_calls} cached_s={cached_s:.2f} "
+          f"floor_s={floor_s:.2f} floor_calls={floor['calls']} floor_tokens={floor['tokens']} "
+          f"batched_tokens={batched.stats.output_tokens} floor_vs_batched={floor_s / batched_s:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,42 @@
-"""Benchmark: continuous scheduling against lockstep and against the peers' schemes, side by side in one run,
-on a long-tailed workload where every system does exactly the same work.
+"""Benchmark: continuous scheduling against lockstep, against a bare-engine floor and against the peers' schemes,
+side by side in one run, on a long-tailed workload where every system does exactly the same work.
 
 Real vLLM on CPU with the tiny random-weight model (rankk_cli.testing.build_tiny_model), TREC DL19 BM25
-candidates (43 queries x 100), depth 100 / window 20 / stride 10, method rankk, passages truncated to 64 tokens.
-Every generation request's output length is drawn from a lognormal (median 128, sigma 1, capped at 1024), seeded
-by the request itself, and forced exactly (min_tokens = max_tokens, EOS ignored; rankk_cli.testing.force_lengths),
-so each system generates the same tokens for the same requests. The random model never closes its thinking, so
-each window is a reply plus a forced follow-up: 774 requests, each with its own drawn length.
+candidates (43 queries x 100), depth 100 / window 20 / stride 10, passages truncated to 64 tokens (``--truncate
+0``: none). Every generation request's output length is drawn from a lognormal (median 128, sigma 1, capped at
+1024) and forced exactly (min_tokens = max_tokens, EOS ignored; rankk_cli.testing.force_lengths), so each system
+generates the same tokens for the same requests.
 
-Systems (one vLLM process at a time: the in-process engine is closed before the server starts):
+``--method rankk`` (the default): the random model never closes its thinking, so each window is a reply plus a
+forced follow-up (774 requests), each length seeded by the request itself (rankk_cli.testing.lognormal_lengths).
+``--method rankzephyr``: one request per window (387), each length seeded by (query, call number) instead
+(benchmarks/_floor.step_lengths), so RankLLM, whose prompts differ from rankk's in small ways, gets the same
+length for the same window: that is what lets RankLLM be a row.
+
+Systems (one vLLM process at a time: the in-process engines are closed before the server starts); vLLM's prefix
+cache is reset before each in-process system, so none reuses another's prompts:
 1. rankk lockstep, in-process vLLM (one LLM.generate per round);
 2. rankk continuous, in-process vLLM (llm_engine.add_request / step);
-3. rankk continuous, --engine openai against a local vLLM OpenAI server (python -m vllm.entrypoints.openai.api_server);
-4. Rank-K's scheme against the same server: one worker thread per query, each query's windows in sequence, one
+3. floor, lockstep and continuous: the requests rankk rendered (token ids + SamplingParams, recorded from rankk's
+   last in-process run, see benchmarks/_floor.py) replayed by a plain loop on the same LLM: one LLM.generate per
+   round, or one add_request/step loop adding a query's next request when its last one finished;
+4. RankLLM 0.25.7 (``--method rankzephyr`` only; ``bash benchmarks/setup_rankllm.sh``): its RankListwiseOSLLM
+   batched path (one LLM.generate per window position across all queries: lockstep by construction) on a
+   vllm.LLM built with rankk's own LLM kwargs, each prompt's SamplingParams replaced by its window's forced length
+   (benchmarks/_rankllm.py says every equalisation; none edits its files). With ``--method rankk`` it is not run:
+   RankLLM has no reasoning follow-up, so the rankk method's work (a reply and a forced follow-up per window)
+   cannot be given to it;
+5. rankk continuous, --engine openai against a local vLLM OpenAI server (python -m vllm.entrypoints.openai.api_server);
+6. Rank-K's scheme against the same server: one worker thread per query, each query's windows in sequence, one
    blocking HTTP request at a time (a re-implementation of the scheme with rankk's prompts, not Rank-K's code).
-RankLLM is not run here: see benchmarks/README.md for why.
 
     python benchmarks/scheduling.py [--queries 43] [--seed 0] [--median 128] [--sigma 1] [--cap 1024] [--no-server]
-                                    [--repeat 1]
+                                    [--repeat 1] [--method rankk|rankzephyr] [--no-rankllm]
 
 Prints wall time, generated tokens/s, mean batch occupancy (requests running per engine step, in-process only)
-and ratios against lockstep; the last line is RESULT name=value ... No call cache anywhere (forced lengths are
-not part of the cache key), and every system's final orders are checked equal to lockstep's.
+and ratios against lockstep, the load average after each system; the last line is RESULT name=value ... No call
+cache anywhere (forced lengths are not part of the cache key); every rankk system's final orders are checked
+equal to lockstep's (RankLLM's parser differs from rankk's, so its orders are only counted).
 """
 
 from __future__ import annotations
@@ -57,6 +72,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="run the in-process pair this many times, alternating "
                     "lockstep and continuous, and keep each one's fastest (a shared machine's load drifts)")
     ap.add_argument("--model-dir", default=None, help="where to build the tiny model (default: a temp dir)")
+    ap.add_argument("--method", choices=("rankk", "rankzephyr"), default="rankk")
+    ap.add_argument("--no-rankllm", action="store_true", help="skip the RankLLM row (--method rankzephyr)")
     args = ap.parse_args()
 
     from rankk_cli.docs import read_candidates
@@ -77,103 +94,189 @@ def main() -> None:
     print(result)
 
 
+KEYS = {"rankk lockstep (in-process)": "lockstep", "rankk continuous (in-process)": "continuous",
+        "floor lockstep (plain vLLM loop)": "floor_lockstep", "floor continuous (plain vLLM loop)": "floor_continuous",
+        "rankk continuous (--engine openai)": "openai", "Rank-K scheme (worker per query, server)": "rankk_scheme"}
+
+
 class Row:
-    def __init__(self, name, seconds, tokens, requests, orders, occupancy=None, extra=""):
+    def __init__(self, name, seconds, tokens, requests, orders, occupancy=None, extra="", key=None):
         self.name, self.seconds, self.tokens, self.requests = name, seconds, tokens, requests
         self.orders, self.occupancy, self.extra = orders, occupancy, extra
-
-
-def count_steps(engine) -> dict:
-    """Instrument the in-process engine: engine steps and requests running per step (both schedules step
-    ``llm.llm_engine``; LLM.generate calls the same ``step``)."""
-    core = engine.llm.llm_engine
-    step = core.step
-    box = {"steps": 0, "running": 0}
-
-    def counted():
-        box["steps"] += 1
-        box["running"] += core.get_num_unfinished_requests()
-        return step()
-
-    core.step = counted
-    return box
+        self.key = key or KEYS[name]
 
 
 def bench(args, *, model_dir, run, texts, topics, work) -> str:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _floor import recording, render, replay, step_lengths, step_meter
+
     from rankk_cli.rerank.engines.base import EngineOptions, Request, Sampling
     from rankk_cli.rerank.engines.vllm import VLLMEngine
+    from rankk_cli.rerank.methods import METHODS
     from rankk_cli.rerank.methods.base import RerankConfig
-    from rankk_cli.rerank.methods.rankk import RankK
     from rankk_cli.rerank.pipeline import build_queries
     from rankk_cli.rerank.scheduler import Scheduler
     from rankk_cli.testing import force_lengths, lognormal_lengths
 
-    length_of = lognormal_lengths(args.seed, args.median, args.sigma, args.cap)
-    config = RerankConfig(depth=args.depth, window=args.window, stride=args.stride, force_max_tokens=8)
-    sampling = Sampling(temperature=0.0, max_tokens=args.cap)
-    engine = VLLMEngine(str(model_dir), sampling, EngineOptions(max_model_len=8192))
-    truncate = (lambda text: engine.truncate(text, args.truncate)) if args.truncate else None
-    items = build_queries(run, texts, topics, args.depth, truncate)
-    force_lengths(engine, length_of)
-    engine.generate([Request(prompt="warm up the engine", max_tokens=4)])
-    box = count_steps(engine)
-    print(f"{len(items)} queries x {args.depth}, window {args.window}, stride {args.stride}; output lengths "
-          f"lognormal(median {args.median:g}, sigma {args.sigma:g}, cap {args.cap}) seed {args.seed}, forced; "
-          f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    method_cls = METHODS.get(args.method)
+    with recording(method_cls) as log:
+        if args.method == "rankk":
+            length_of = lognormal_lengths(args.seed, args.median, args.sigma, args.cap)
+        else:
+            length_of = step_lengths(log, args.seed, args.median, args.sigma, args.cap)
+        config = RerankConfig(depth=args.depth, window=args.window, stride=args.stride, force_max_tokens=8)
+        sampling = Sampling(temperature=0.0, max_tokens=args.cap)
+        engine = VLLMEngine(str(model_dir), sampling, EngineOptions(max_model_len=8192))
+        truncate = (lambda text: engine.truncate(text, args.truncate)) if args.truncate else None
+        items = build_queries(run, texts, topics, args.depth, truncate)
+        force_lengths(engine, length_of)
+        engine.generate([Request(prompt="warm up the engine", max_tokens=4)])
+        box = step_meter(engine.llm)
+        print(f"{len(items)} queries x {args.depth}, window {args.window}, stride {args.stride}, method "
+              f"{args.method}; output lengths lognormal(median {args.median:g}, sigma {args.sigma:g}, cap "
+              f"{args.cap}) seed {args.seed}, forced; load {os.getloadavg()[0]:.2f}", file=sys.stderr)
 
-    best: dict[str, Row] = {}
-    for _ in range(max(1, args.repeat)):
-        for schedule in ("lockstep", "continuous"):
-            box.update(steps=0, running=0)
-            sched = Scheduler(engine, schedule=schedule)
+        def measured(name, fn):
+            engine.llm.reset_prefix_cache()  # no system reuses the prompts another one left in vLLM's cache
+            box.update(steps=0, running=0, seconds=0.0)
             t0 = time.perf_counter()
-            res = sched.run(RankK(config), items)
+            out = fn()
             s = time.perf_counter() - t0
-            row = Row(f"rankk {schedule} (in-process)", s, sched.stats.output_tokens, sched.stats.requests,
-                      {q: r.order for q, r in res.items()}, box["running"] / max(1, box["steps"]),
-                      f"steps {box['steps']}")
-            print(f"  {row.name}: {s:.1f}s, {box['steps']} steps, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
-            if schedule not in best or s < best[schedule].seconds:
-                best[schedule] = row
-    rows: list[Row] = [best["lockstep"], best["continuous"]]
-    engine.close()
+            print(f"  {name}: {s:.1f}s, {box['steps']} steps ({box['seconds']:.1f}s inside them: outside "
+                  f"{s - box['seconds']:.2f}s), load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+            return out, s, box["running"] / max(1, box["steps"]), (f"steps {box['steps']}, outside them "
+                                                                    f"{s - box['seconds']:.2f}s")
 
-    if not args.no_server:
-        with vllm_server(model_dir, work) as url:
-            rows += served_systems(args, url, model_dir, sampling, config, items, length_of)
+        best: dict[str, Row] = {}
+
+        def keep(key, row):
+            if key not in best or row.seconds < best[key].seconds:
+                best[key] = row
+
+        recorded = None
+        for _ in range(max(1, args.repeat)):
+            for schedule in ("lockstep", "continuous"):
+                sched = Scheduler(engine, schedule=schedule)
+                name = f"rankk {schedule} (in-process)"
+                res, s, occ, extra = measured(name, lambda: sched.run(method_cls(config), items))
+                keep(schedule, Row(name, s, sched.stats.output_tokens, sched.stats.requests,
+                                   {q: r.order for q, r in res.items()}, occ, extra))
+            if recorded is None:  # what the last run sent, as vLLM received it (untimed)
+                recorded = render(engine, log)
+            for schedule in ("lockstep", "continuous"):
+                name = f"floor {schedule} (plain vLLM loop)"
+                res, s, occ, extra = measured(name, lambda: replay(engine.llm, recorded, schedule))
+                keep(f"floor_{schedule}", Row(name, s, res["tokens"], sum(len(st) for q in recorded["queries"]
+                                                                         for st in q),
+                                              best["lockstep"].orders, occ, extra))
+        rows: list[Row] = [best[k] for k in ("lockstep", "continuous", "floor_lockstep", "floor_continuous")]
+        llm_kwargs = dict(engine.llm_kwargs)
+        engine.close()
+
+        if args.method == "rankzephyr" and not args.no_rankllm:
+            row = rankllm_system(args, llm_kwargs, items)
+            if row is not None:
+                rows.append(row)
+        elif not args.no_rankllm:
+            print("  RankLLM: not run with --method rankk: RankLLM has no reasoning follow-up, so a reply plus a "
+                  "forced follow-up per window cannot be given to it (use --method rankzephyr)", file=sys.stderr)
+
+        if not args.no_server:
+            with vllm_server(model_dir, work) as url:
+                rows += served_systems(args, url, model_dir, sampling, config, items, length_of, method_cls)
 
     base = rows[0]
     print(f"\n{'system':<40} {'wall s':>8} {'gen tok/s':>10} {'occupancy':>10} {'vs lockstep':>12}  same orders",
           file=sys.stderr)
     for r in rows:
         occ = f"{r.occupancy:.1f}" if r.occupancy is not None else "n/a"
-        same = sum(r.orders[q] == base.orders[q] for q in base.orders)
+        same = sum(r.orders.get(q) == base.orders[q] for q in base.orders)
         print(f"{r.name:<40} {r.seconds:8.1f} {r.tokens / r.seconds:10,.0f} {occ:>10} {base.seconds / r.seconds:11.2f}x"
               f"  {same}/{len(base.orders)}  {r.extra}", file=sys.stderr)
     tokens = {r.tokens for r in rows}
     print(f"generated tokens per system: {sorted(tokens)} (equal: the same work); requests {rows[0].requests}; "
           f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
-    keys = ["lockstep", "continuous", "openai", "rankk_scheme"]
-    fields = [f"queries={len(items)}", f"requests={rows[0].requests}", f"generated_tokens={rows[0].tokens}",
-              f"same_work={int(len(tokens) == 1)}",
-              f"same_orders={int(all(r.orders == base.orders for r in rows))}"]
-    for key, r in zip(keys, rows):
+    by = {r.key: r for r in rows}
+    fields = [f"method={args.method}", f"queries={len(items)}", f"requests={rows[0].requests}",
+              f"generated_tokens={rows[0].tokens}", f"same_work={int(len(tokens) == 1)}",
+              f"same_orders={int(all(r.orders == base.orders for r in rows if r.key != 'rankllm'))}"]
+    for key, r in by.items():
         fields.append(f"{key}_s={r.seconds:.2f}")
         fields.append(f"{key}_tok_s={r.tokens / r.seconds:.0f}")
         if r.occupancy is not None:
             fields.append(f"{key}_occupancy={r.occupancy:.2f}")
-    for key, r in zip(keys[1:], rows[1:]):
+    for key, r in list(by.items())[1:]:
         fields.append(f"{key}_vs_lockstep={base.seconds / r.seconds:.2f}")
-    if len(rows) == 4:
-        fields.append(f"continuous_vs_rankk_scheme={rows[3].seconds / rows[1].seconds:.2f}")
-        fields.append(f"continuous_vs_openai={rows[2].seconds / rows[1].seconds:.2f}")
+    cont = by["continuous"]
+    fields.append(f"floor_vs_continuous={by['floor_continuous'].seconds / cont.seconds:.3f}")
+    fields.append(f"floor_vs_lockstep={by['floor_lockstep'].seconds / base.seconds:.3f}")
+    for peer in ("rankllm", "rankk_scheme", "openai"):
+        if peer in by:
+            fields.append(f"continuous_vs_{peer}={by[peer].seconds / cont.seconds:.2f}")
     return "RESULT " + " ".join(fields)
 
 
-def served_systems(args, url, model_dir, sampling, config, items, length_of) -> list[Row]:
+def rankllm_system(args, llm_kwargs, items) -> "Row | None":
+    """RankLLM's batched vLLM path on the same windows, each window forced to the length rankk's call of the same
+    number got (step_lengths' key: seed, qid, call number, 0)."""
+    import _rankllm
+
+    from rankk_cli.rerank.text import replace_number
+    from rankk_cli.testing import lognormal_draw
+
+    try:
+        os_llm = _rankllm.load()
+    except RuntimeError as exc:
+        print(f"  RankLLM: not run: {exc}", file=sys.stderr)
+        return None
+    stats: dict = {}
+    unmatched: list = []
+
+    def length_of(call, i, prompt):
+        qid, query, _c = items[i]  # RankLLM's batched rounds keep the requests' order, every query in each
+        if f"Search Query: {replace_number(query)}." not in prompt:  # (ftfy may have rewritten the query text)
+            unmatched.append((call, i))
+        return lognormal_draw([args.seed, qid, call, 0], args.median, args.sigma, args.cap)
+
+    said = []
+    _rankllm.equal_handler(os_llm, llm_kwargs, length_of, stats, log=said.append)
+    reranker = os_llm.RankListwiseOSLLM(model=llm_kwargs["model"], context_size=llm_kwargs.get("max_model_len", 8192),
+                                        window_size=args.window, stride=args.stride)
+    for line in said:
+        print(f"  RankLLM: {line}", file=sys.stderr)
+    llm = reranker._vllm_handler._vllm
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _floor import step_meter
+
+    box = step_meter(llm)
+    requests = _rankllm.requests_of(items)
+    t0 = time.perf_counter()
+    results = reranker.rerank_batch(requests, rank_start=0, rank_end=args.depth)
+    s = time.perf_counter() - t0
+    print(f"  RankLLM 0.25.7 (in-process, batched): {s:.1f}s, {box['steps']} steps ({box['seconds']:.1f}s inside "
+          f"them: outside {s - box['seconds']:.2f}s), {stats['calls']} generate calls, load {os.getloadavg()[0]:.2f}",
+          file=sys.stderr)
+    if unmatched:
+        print(f"  RankLLM: {len(unmatched)} prompts did not show their query's text (first: call, index "
+              f"{unmatched[0]}); their lengths are still keyed by position", file=sys.stderr)
+    orders = {r.query.qid: [c.docid for c in r.candidates[: args.depth]] for r in results}
+    row = Row("RankLLM 0.25.7 (in-process, batched)", s, stats["tokens"], stats["requests"], orders,
+              box["running"] / max(1, box["steps"]), f"steps {box['steps']}, outside them {s - box['seconds']:.2f}s; "
+              "its own parser", key="rankllm")
+    try:
+        llm.llm_engine.engine_core.shutdown()
+    except Exception:  # noqa: BLE001 - best effort before the server starts
+        pass
+    del reranker, llm
+    import gc
+
+    gc.collect()
+    return row
+
+
+def served_systems(args, url, model_dir, sampling, config, items, length_of, method_cls) -> list[Row]:
     from rankk_cli.rerank.engines.base import EngineOptions, Request
     from rankk_cli.rerank.engines.openai import OpenAIEngine
-    from rankk_cli.rerank.methods.rankk import RankK
     from rankk_cli.rerank.scheduler import Scheduler
 
     class Forced(OpenAIEngine):
@@ -192,14 +295,14 @@ def served_systems(args, url, model_dir, sampling, config, items, length_of) -> 
     rows = []
     sched = Scheduler(engine)
     t0 = time.perf_counter()
-    res = sched.run(RankK(config), items)
+    res = sched.run(method_cls(config), items)
     s = time.perf_counter() - t0
     rows.append(Row("rankk continuous (--engine openai)", s, sched.stats.output_tokens, sched.stats.requests,
                     {q: r.order for q, r in res.items()}, extra=f"errors {sched.stats.errors}"))
-    print(f"  {rows[-1].name}: {s:.1f}s", file=sys.stderr)
+    print(f"  {rows[-1].name}: {s:.1f}s, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
 
     # Rank-K's scheme: a worker per query; each query's calls one blocking request at a time
-    method = RankK(config)
+    method = method_cls(config)
     orders, tokens, requests, errors = {}, [0], [0], [0]
     lock = threading.Lock()
 
@@ -226,7 +329,7 @@ def served_systems(args, url, model_dir, sampling, config, items, length_of) -> 
     s = time.perf_counter() - t0
     rows.append(Row("Rank-K scheme (worker per query, server)", s, tokens[0], requests[0], orders,
                     extra=f"errors {errors[0]}"))
-    print(f"  {rows[-1].name}: {s:.1f}s", file=sys.stderr)
+    print(f"  {rows[-1].name}: {s:.1f}s, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     engine.close()
     return rows
 

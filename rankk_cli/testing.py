@@ -168,11 +168,17 @@ def lognormal_lengths(seed: int, median: float = 128, sigma: float = 1.0, cap: i
     """``length_of(request)`` for ``force_lengths``: a long-tailed output length per request, drawn from a
     lognormal (``median``, ``sigma``, capped at ``cap``) seeded by ``seed`` and the request itself, so a request
     gets the same length whichever schedule sends it, in whatever order."""
-    import math
-
     def length_of(request) -> int:
-        blob = json.dumps([seed, request.to_json()], sort_keys=True, ensure_ascii=False).encode("utf-8")
-        rng = random.Random(hashlib.sha256(blob).digest())
-        return max(1, min(cap, round(math.exp(math.log(median) + sigma * rng.gauss(0.0, 1.0)))))
+        return lognormal_draw([seed, request.to_json()], median, sigma, cap)
 
     return length_of
+
+
+def lognormal_draw(key, median: float = 128, sigma: float = 1.0, cap: int = 1024) -> int:
+    """One long-tailed length in 1..``cap`` drawn from a lognormal (``median``, ``sigma``) seeded by ``key`` (any
+    JSON value): the same key gives the same length in any process."""
+    import math
+
+    blob = json.dumps(key, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    rng = random.Random(hashlib.sha256(blob).digest())
+    return max(1, min(cap, round(math.exp(math.log(median) + sigma * rng.gauss(0.0, 1.0)))))

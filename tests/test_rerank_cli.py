@@ -312,6 +312,21 @@ def test_cost_figures_are_apart_and_add_up_to_the_wall_time(small, dl19, tmp_pat
     assert s["load_seconds"] >= 0.3 and s["generate_seconds"] >= 0.05  # the load is not counted as generate time
     assert s["generate_seconds"] < s["wall_seconds"] - 0.3
 
+    class Rendering(FakeEngine):
+        """An engine that spends part of each call rendering prompts (rankk's own code) and says so."""
+
+        def generate(self, requests):
+            time.sleep(0.04)  # rendering: chat template + tokenising
+            self.stats.extra["own_seconds"] = self.stats.extra.get("own_seconds", 0.0) + 0.04
+            return super().generate(requests)
+
+    rendering = Rendering(delay=0.01)
+    s = rerank(run, texts, load_topics(dl19["topics"]), "rankk", rendering, RerankConfig(depth=20, window=10, stride=5),
+               progress=False, schedule=schedule).summary
+    own = rendering.stats.extra["own_seconds"]
+    assert own >= 0.04 * 3 and abs(s["load_seconds"] + s["generate_seconds"] + s["rankk_seconds"] - s["wall_seconds"]) < 0.005
+    assert s["rankk_seconds"] >= own - 0.005  # the rendering is counted as rankk's own time, not generate time
+
     out_path = tmp_path / "o.trec"
     first = run_fake(small, dl19, out_path, FakeEngine(), fmt="json", schedule=schedule)
     assert first["load_seconds"] == 0  # an engine built beforehand: no load inside the run

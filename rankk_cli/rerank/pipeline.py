@@ -175,6 +175,7 @@ def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method: "st
     planned = [method.planned_windows(len(c)) for _q, _t, c in items]
     total = None if any(p is None for p in planned) else sum(planned)
     load0 = engine.load_seconds if engine is not None else 0.0
+    own0 = engine.stats.extra.get("own_seconds", 0.0) if engine is not None else 0.0
     t0 = time.perf_counter()
     # no bar when nothing is planned (oracle: no windows to count, never "0/0 windows")
     with _progress(progress and dry_run is None and total != 0, total) as on_progress:
@@ -195,12 +196,14 @@ def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method: "st
     }
     # where the wall time went, in parts that add up to it: loading the model (import + weights, on the first
     # engine call of a lazily built engine), generating (time inside the engine's calls, load excluded; cached
-    # calls cost nothing here) and rankk's own code (prompts, tokenising, parsing, scheduling, cache I/O)
+    # calls cost nothing here) and rankk's own code (prompts, tokenising, parsing, scheduling, cache I/O) -- the
+    # engine's own rendering of prompts (chat template, tokenising) is rankk's code run inside its calls: rankk's
     load = (engine.load_seconds - load0) if engine is not None else 0.0
+    own = (engine.stats.extra.get("own_seconds", 0.0) - own0) if engine is not None else 0.0
     inside = st.engine_seconds
-    summary.update(wall_seconds=round(seconds, 3), load_seconds=round(load, 3),
-                   generate_seconds=round(max(0.0, inside - load), 3),
-                   rankk_seconds=round(max(0.0, seconds - inside), 3), seconds=round(seconds, 3))
+    generate = max(0.0, inside - load - own)
+    summary.update(wall_seconds=round(seconds, 3), load_seconds=round(load, 3), generate_seconds=round(generate, 3),
+                   rankk_seconds=round(max(0.0, seconds - load - generate), 3), seconds=round(seconds, 3))
     if st.first_error:
         summary["first_engine_error"] = st.first_error
     if method.note:  # e.g. the oracle says it is one
