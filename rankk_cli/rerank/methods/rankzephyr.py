@@ -1,4 +1,8 @@
-"""RankZephyr / RankGPT listwise format (castorini/rank_llm ``rank_zephyr_template.yaml``): non-reasoning baseline.
+"""RankZephyr / RankGPT listwise format (castorini/rank_llm's RankZephyr prompt): non-reasoning baseline.
+
+The layout is RankLLM's older one, with an empty line after the prefix; rank-llm 0.25.7's
+``rank_zephyr_template.yaml`` has none, and it also runs ftfy over passage text (``Â°F`` -> ``°F``), which rankk
+does not (measured side by side in ``benchmarks/rerank_vs_rankllm.py``, which prints both differences).
 
 Messages: the RankLLM system message, then one user message:
 
