@@ -6,6 +6,7 @@ METHODS = Registry("method", {
     "rankk": "rankk_cli.rerank.methods.rankk:RankK",
     "rankzephyr": "rankk_cli.rerank.methods.rankzephyr:RankZephyr",
     "rank1": "rankk_cli.rerank.methods.rank1:Rank1",
+    "erank": "rankk_cli.rerank.methods.erank:ERank",
     "embed": "rankk_cli.rerank.methods.embed:Embed",
     "reasonrank": "rankk_cli.rerank.methods.reasonrank:ReasonRank",
     "rankr1": "rankk_cli.rerank.methods.rankr1:RankR1",
