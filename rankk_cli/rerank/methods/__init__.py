@@ -10,6 +10,7 @@ METHODS = Registry("method", {
     "embed": "rankk_cli.rerank.methods.embed:Embed",
     "reasonrank": "rankk_cli.rerank.methods.reasonrank:ReasonRank",
     "rankr1": "rankk_cli.rerank.methods.rankr1:RankR1",
+    "grouprank": "rankk_cli.rerank.methods.grouprank:GroupRank",
     "first": "rankk_cli.rerank.methods.first:First",
     "prp": "rankk_cli.rerank.methods.prp:PRP",
     "oracle": "rankk_cli.rerank.methods.oracle:Oracle",
