@@ -35,6 +35,8 @@ CASES = {
     "prp-sliding-logprobs": ("prp", {"variant": "sliding", "k": 3, "answer": "logprobs"}, {}),
     "prp-allpair-logprobs": ("prp", {"variant": "allpair", "answer": "logprobs"}, {}),
     "rankr1": ("rankr1", {"num_child": 3, "k": 3}, {"max_tokens": 96, "force_max_tokens": 32}),
+    "erank": ("erank", {}, {"max_tokens": 96}),
+    "grouprank": ("grouprank", {}, {"max_tokens": 128, "force_max_tokens": 64}),
 }
 
 

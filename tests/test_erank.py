@@ -106,5 +106,29 @@ def test_erank_paper_score_is_s_times_p_s():
         method_options(ERank, ["score=mean"])
 
 
-# SmolLM2-135M-Instruct on ERank's prompt (DL19 query 1037798 "who is robert gray", BM25 top passages; greedy):
-# it never closes </think> before <answer>, so every pair is a forced answer -- the label says so.
+# SmolLM2-135M-Instruct on ERank's prompt (DL19, BM25 top passages, greedy, through rankk's vLLM engine): it
+# writes a bare "0" and a sentence and stops at end of sequence -- never <answer>, never </think>. The "0" is not
+# read as the answer (it is not in ERank's format); the pair is forced, and the forced one-token answer's
+# score-token log-probabilities (below, as vLLM returned them: every allowed token, "10" splits into "1" "0" on
+# this tokenizer, so no "10") give the expected value.
+SMOLLM2_REPLY = "0\n\nThe document is not related to the query."
+SMOLLM2_FORCED_LOGPROBS = {"0": -6.100621223449707, "1": -4.350621223449707, "2": -3.350621223449707,
+                           "3": -4.350621223449707, "4": -5.850621223449707, "5": -4.350621223449707,
+                           "6": -7.225621223449707, "7": -7.350621223449707, "8": -7.975621223449707,
+                           "9": -7.725621223449707}
+
+
+def test_real_smollm2_reply_without_answer_is_forced_and_scored_by_expected_value():
+    def replies(calls, step):
+        if step == 1:
+            return [Completion(SMOLLM2_REPLY, "stop", stop_reason=None)]
+        return [Completion("2", "length", logprobs=[SMOLLM2_FORCED_LOGPROBS])]
+
+    res, steps = drive(ERank(RerankConfig()), cands(1), replies)
+    assert [len(s) for s in steps] == [1, 1]  # no answer call: the reply never reached <answer>
+    (rec,) = res.records
+    assert rec["outcome"] == FORCED and "end of sequence" in rec["repairs"] and rec["parsed"] == [2]
+    p = {int(k): math.exp(v) for k, v in SMOLLM2_FORCED_LOGPROBS.items()}
+    want = sum(k * v for k, v in p.items()) / sum(p.values())
+    assert abs(res.scores["d0"] - want) < 1e-9 and abs(want - 2.6324) < 1e-3  # as the real run recorded
+    assert steps[1][0].request.messages[-1] == ("assistant", SMOLLM2_REPLY + "\n</think>\n<answer>")
