@@ -106,7 +106,8 @@ class Completion:
     seconds: float = 0.0
     error: str | None = None
     cached: bool = False
-    # the vector for a ``Request.embed`` request (text is then "", finish_reason "stop")
+    # the vector for a ``Request.embed`` request (text is then "", finish_reason "stop", or "length" when the text
+    # filled the model's context and was cut there)
     embedding: list[float] | None = None
     # why a "stop" finish stopped: the stop string that matched (vLLM leaves it out of ``text``), ``"<token N>"``
     # for a stop token id, None for end-of-sequence (or unknown: completions cached before this field existed)

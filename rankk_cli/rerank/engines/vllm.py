@@ -181,8 +181,7 @@ class VLLMEngine(Engine):
         if emb:
             vectors, seconds, counts = self._embed_texts([requests[i].embed for i in emb])
             for i, vec, n in zip(emb, vectors, counts):
-                results[i] = Completion(text="", finish_reason="stop", input_tokens=n, embedding=vec,
-                                        seconds=seconds / len(emb))
+                results[i] = self._embedded(vec, n, seconds / len(emb))
         self.stats.calls += 1
         self.stats.requests += len(requests)
         return results  # type: ignore[return-value]
@@ -317,8 +316,7 @@ class VLLMEngine(Engine):
             embeds, c["embed"] = c["embed"], []
             vectors, seconds, counts = self._embed_texts([text for _t, text in embeds])
             for (t, _text), vec, n in zip(embeds, vectors, counts):
-                out.append((t, Completion(text="", finish_reason="stop", input_tokens=n, embedding=vec,
-                                          seconds=seconds / len(embeds))))
+                out.append((t, self._embedded(vec, n, seconds / len(embeds))))
         engine = self.llm.llm_engine
         while not out and c["running"]:
             t0 = time.perf_counter()
@@ -367,6 +365,12 @@ class VLLMEngine(Engine):
         counts = [len(o.prompt_token_ids or []) for o in outputs]
         self.stats.input_tokens += sum(counts)
         return vectors, seconds, counts
+
+    def _embedded(self, vector: list[float], n_tokens: int, seconds: float) -> Completion:
+        """An embedding as a Completion; ``finish_reason`` "length" when the text filled the model's context (it
+        was cut there: the engine truncates embedding inputs instead of failing on them)."""
+        reason = "length" if n_tokens >= self.max_model_len else "stop"
+        return Completion(text="", finish_reason=reason, input_tokens=n_tokens, embedding=vector, seconds=seconds)
 
     def embed(self, texts: list[str], max_tokens: int | None = None) -> list[list[float]]:
         if max_tokens is not None:
