@@ -32,8 +32,8 @@ def test_grouprank_prompt_golden_system_and_user():
 
 
 def test_parse_scores_exact_lenient_and_malformed():
-    ok = parse_scores('<reason> x </reason>\n<answer> \n```json\n{"[1]": 5, "[2]": 3, "[3]": 8}\n``` \n</answer>', 3)
-    assert ok.scores == {1: 5, 2: 3, 3: 8} and ok.repairs == [] and ok.answer_tag
+    ok = parse_scores('<reason> x </reason>\n<answer> \n```json\n{"[1]": 6, "[2]": 1, "[3]": 9}\n``` \n</answer>', 3)
+    assert ok.scores == {1: 6, 2: 1, 3: 9} and ok.repairs == [] and ok.answer_tag
     bare = parse_scores('scores: {"1": 7, "2": 2}', 2)  # no tags, plain JSON object
     assert bare.scores == {1: 7, 2: 2} and not bare.answer_tag and bare.repairs == []
     lenient = parse_scores('<answer>```json\n{"[1]": 4, "[2]": 9,}\n```</answer>', 2)  # trailing comma
@@ -100,3 +100,41 @@ def test_passes_shuffle_deterministically_and_average():
           lambda calls, step: again.extend(c.request.messages[1][1] for c in calls) or replies(calls, step))
     assert again[:4] == seen[:4]  # the same seed: the same shuffle, so a re-run is answered from the cache
     assert res.order == [c.docid for c in cands(6)]  # all 0.5: first-stage order breaks the tie
+
+
+# SmolLM2-135M-Instruct on GroupRank's prompt (DL19, BM25 top 6 in groups of 3, greedy, through rankk's vLLM
+# engine): it copies the prompt's example answer, in the reply or in the forced follow-up, every time.
+SMOLLM2_EXAMPLE_FIRST = ('```json\n{\n    "1": 5,\n    "2": 3,\n    "3": 8\n}\n```\n\nYour answer should be a JSON '
+                         'string with the following structure:\n\n```json\n{\n    "1": {\n        "2": {\n            '
+                         '"3": 8\n        }\n    }\n}\n```')
+SMOLLM2_NESTED_CUT = ('```json\n{\n    "1": {\n        "2": 3,\n        "3": 8\n    },\n    "4": {\n        "5": 5,'
+                      '\n        "6": 5,\n        "7": 5,')
+SMOLLM2_FORCED = ('{"[1]": 5, "[2]": 3, "[3]": 8}\n```\n```json\n{"[1]": 5, "[2]": 3, "[3]": 8}\n```\n```json\n'
+                  '{"[1]": 5,')
+SMOLLM2_CHATTER = ("I'm ready to assist you with your request. Please go ahead and provide the documents you'd like "
+                   "to compare.")
+
+
+def test_real_smollm2_copies_of_the_prompts_example_are_no_answer():
+    first = parse_scores(SMOLLM2_EXAMPLE_FIRST, 3)  # last block {"1": {"2": {...}}}: no number; the first is 5,3,8
+    assert first.scores == {} and first.copied
+    assert parse_scores(SMOLLM2_NESTED_CUT, 3).copied  # lenient read finds "2": 3, "3": 8: the example again
+    forced = parse_scores("<answer>\n```json\n" + SMOLLM2_FORCED, 3)
+    assert forced.scores == {} and forced.copied
+    real = parse_scores('<answer>```json\n{"[1]": 5, "[2]": 3, "[3]": 7}\n```</answer>', 3)  # one value differs
+    assert real.scores == {1: 5, 2: 3, 3: 7} and not real.copied and real.repairs == []
+    later = parse_scores('```json\n{"[1]": 2, "[2]": 9}\n```\n```json\n{"[1]": 4,', 2)
+    assert later.scores == {1: 2, 2: 9} and "an earlier one read" in later.repairs[0]
+
+    def replies(calls, step):
+        if step == 1:
+            return [Completion(SMOLLM2_EXAMPLE_FIRST, "stop"), Completion(SMOLLM2_CHATTER, "stop")]
+        return [Completion(SMOLLM2_FORCED, "length"), Completion(SMOLLM2_FORCED, "length")]
+
+    res, steps = drive(GroupRank(RerankConfig(window=3, stride=3)), cands(6), replies)
+    assert [len(s) for s in steps] == [2, 2]
+    assert [r["outcome"] for r in res.records] == [FAILED, FAILED]
+    assert res.records[0]["repairs"] == ("the reply's scores are the prompt's example copied; forced answer had "
+                                         "the prompt's example copied; group unscored")
+    assert res.records[1]["repairs"].startswith("no scores in the reply; forced answer had the prompt's example")
+    assert res.order == [c.docid for c in cands(6)]  # nothing scored: first-stage order

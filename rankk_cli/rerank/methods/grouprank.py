@@ -1,5 +1,6 @@
-"""GroupRank (AQ-MedAI Diver-GroupRank-7B/32B; arXiv 2511.11653): groupwise reasoning reranker -- a group of
-documents scored jointly, one integer 0..10 per document, scores comparable across groups.
+"""GroupRank (AQ-MedAI Diver-GroupRank; arXiv 2511.11653): groupwise reasoning, 0..10 per document per group.
+
+A group of documents is scored jointly, one integer 0..10 per document, scores comparable across groups.
 
 Reference: the AQ-MedAI/Diver repository, ``Reranker/rerank_groupwise.py`` (``GroupReranker``): its system
 prompt and user prompt byte for byte (``group_system_prompt`` / ``group_user_prompt``), passages as
@@ -21,7 +22,10 @@ scored one (Diver scores a failed group's documents 0).
 Parsing (``parse_scores``): the ``<answer>`` span (else the whole reply), the last ```` ```json ```` block in it
 (else the last ``{...}``), read as JSON; keys ``"[n]"``, ``"n"`` or ``n``; values numbers. Repairs, each stated:
 JSON that does not load is read leniently as ``"[n]": v`` pairs; ids outside 1..n dropped; repeated ids keep
-the first score; values outside 0..10 clipped; ids left unscored get no score from this group. Outcomes: ``ok``
+the first score; values outside 0..10 clipped; ids left unscored get no score from this group; the last
+```` ```json ```` block that loads as an object holding numbers is read when the very last does not. Scores that only repeat the prompt's own
+example (``"[1]": 5, "[2]": 3, "[3]": 8``, or part of it) are no answer: SmolLM2 copies the example verbatim
+in every group on DL19 (the same rule as a copied passage is no ranking). Outcomes: ``ok``
 -- an ``<answer>`` whose JSON loaded and scores every id 1..n once with an integer 0..10; ``repaired`` -- scores
 read with a named repair; ``forced`` -- a cut-off reply or one without any score, continued after
 ``"</reason>\\n<answer>\\n```json\\n"`` (``--force-max-tokens``) and read from that; ``failed`` -- no score at all.
@@ -82,11 +86,16 @@ def render(query: str, texts: list[str]) -> str:
             .replace("{PASSAGES}", passages_block(texts), 1))
 
 
+# the prompt's own example answer: a reply that only repeats it (SmolLM2 does, in every group) answers nothing
+EXAMPLE = {1: 5.0, 2: 3.0, 3: 8.0}
+
+
 @dataclass
 class GroupScores:
     scores: dict[int, float] = field(default_factory=dict)  # 1-based id -> score 0..10
     repairs: list[str] = field(default_factory=list)
     answer_tag: bool = False
+    copied: bool = False  # the scores read were the prompt's example, dropped
 
 
 def _key_id(key) -> int | None:
@@ -100,16 +109,20 @@ def parse_scores(text: str, n: int) -> GroupScores:
     m = _ANSWER.search(text)
     out.answer_tag = m is not None
     span = m.group(1) if m else text
-    fenced = _FENCED.findall(span)
-    blob = fenced[-1] if fenced else (_BRACED.findall(span) or [span])[-1]
+    blocks = _FENCED.findall(span) or _BRACED.findall(span) or [span]
     pairs: list[tuple[object, object]] = []
-    try:
-        loaded = json.loads(blob)
-        if not isinstance(loaded, dict):
-            raise ValueError("not an object")
-        pairs = list(loaded.items())
-    except ValueError:
-        pairs = _PAIR.findall(blob)
+    for blob in reversed(blocks):  # the last block that loads as a JSON object of numbers (Diver: the last block)
+        try:
+            loaded = json.loads(blob)
+        except ValueError:
+            continue
+        if isinstance(loaded, dict) and any(isinstance(v, (int, float)) for v in loaded.values()):
+            pairs = list(loaded.items())
+            if blob is not blocks[-1]:
+                out.repairs.append("last JSON block holds no scores: an earlier one read")
+            break
+    else:
+        pairs = _PAIR.findall(blocks[-1])
         if pairs:
             out.repairs.append("answer is not valid JSON: read as \"[n]\": score pairs")
     dropped, repeated, clipped, non_int = [], [], [], []
@@ -142,6 +155,10 @@ def parse_scores(text: str, n: int) -> GroupScores:
         out.repairs.append(f"clipped {','.join(clipped)} to 0..10")
     if non_int:
         out.repairs.append(f"non-integer score for {','.join(non_int)} kept")
+    if out.scores and all(EXAMPLE.get(i) == v for i, v in out.scores.items()):
+        out.scores, out.copied = {}, True
+        out.repairs = ["the scores read are the prompt's example ({\"[1]\": 5, \"[2]\": 3, \"[3]\": 8}) copied"]
+        return out
     missing = [i for i in range(1, n + 1) if i not in out.scores]
     if out.scores and missing:
         out.repairs.append(f"{','.join(map(str, missing))} unscored in this group")
@@ -228,12 +245,16 @@ class GroupRank(Method):
                 rec = records[k]
                 rec["calls"].append(call)
                 rec["forced_raw"] = comp.text
-                why = "reply cut off at max tokens" if completions[k].cut_off else "no scores in the reply"
+                first = parsed[k]
+                why = ("reply cut off at max tokens" if completions[k].cut_off else
+                       "the reply's scores are the prompt's example copied" if first and first.copied else
+                       "no scores in the reply")
                 gs = None if comp.finish_reason == "error" else parse_scores(FORCE_PREFIX + comp.text,
                                                                               len(rec["docids"]))
                 if gs is None or not gs.scores:
                     rec["outcome"] = FAILED
-                    rec["repairs"] = f"{why}; forced answer had no scores either; group unscored"
+                    either = "the prompt's example copied" if gs and gs.copied else "no scores either"
+                    rec["repairs"] = f"{why}; forced answer had {either}; group unscored"
                     parsed[k] = None
                 else:
                     rec["outcome"] = FORCED
