@@ -3,7 +3,6 @@ of a pseudo query cut at the model's context, and the real packaged MiniLM throu
 
 from __future__ import annotations
 
-import json
 
 import pyarrow.parquet as pq
 
@@ -49,21 +48,11 @@ def test_one_round_pseudo_query_then_cosine_and_a_cut_pseudo_query_is_stated():
     assert rec["outcome"] == REPAIRED and "pseudo query cut at the model's context (256 tokens)" in rec["repairs"]
 
 
-def test_e2rank_on_minilm_through_vllm_pooling_cached_rerun(minilm_vllm, data, tmp_path):
+def test_e2rank_on_minilm_through_vllm_pooling_cached_rerun(minilm_vllm, dl19_subset, tmp_path):
     from rankk_cli.rerank.pipeline import rerank_command
 
-    d = data / "trec-dl" / "dl19"
-    keep, count = [], {}
-    for line in (d / "candidates" / "bm25.jsonl").read_text().splitlines():
-        qid = json.loads(line)["qid"]
-        if qid not in count and len(count) == 2:
-            continue
-        count[qid] = count.get(qid, 0) + 1
-        if count[qid] <= 8:
-            keep.append(line)
-    cands_path = tmp_path / "c.jsonl"
-    cands_path.write_text("\n".join(keep) + "\n")
-    args = dict(run=cands_path, topics=str(d / "topics.tsv"), method="e2rank", model=Embed.resolve_model(None), depth=8,
+    cands_path, topics = dl19_subset(2, 8)
+    args = dict(run=cands_path, topics=str(topics), method="e2rank", model=Embed.resolve_model(None), depth=8,
                 engine_obj=minilm_vllm, fmt="json", progress=False)
     short = rerank_command(output=tmp_path / "a.trec", truncate=30, method_opts=("docs=4",), **args)
     assert short["engine_calls"] == 1 and short["requests"] == 2 * 9 and short["outcomes"]["ok"] == 2

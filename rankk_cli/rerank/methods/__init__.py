@@ -8,6 +8,7 @@ METHODS = Registry("method", {
     "rank1": "rankk_cli.rerank.methods.rank1:Rank1",
     "erank": "rankk_cli.rerank.methods.erank:ERank",
     "embed": "rankk_cli.rerank.methods.embed:Embed",
+    "crossencoder": "rankk_cli.rerank.methods.crossencoder:CrossEncoder",
     "e2rank": "rankk_cli.rerank.methods.e2rank:E2Rank",
     "reasonrank": "rankk_cli.rerank.methods.reasonrank:ReasonRank",
     "rankr1": "rankk_cli.rerank.methods.rankr1:RankR1",
