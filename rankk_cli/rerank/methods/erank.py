@@ -41,6 +41,7 @@ import re
 from typing import Generator
 
 from rankk_cli.rerank.engines.base import Completion, Request
+from rankk_cli.rerank.methods import rank1
 from rankk_cli.rerank.methods.base import FAILED, FORCED, Call, Candidate, Method, Option, QueryResult
 from rankk_cli.rerank.records import new_record
 from rankk_cli.rerank.text import THINK_END
@@ -123,13 +124,9 @@ def reasoning_stopped(comp: Completion) -> bool:
 
 
 def unanswered_why(comp: Completion) -> str:
-    if comp.cut_off:
-        return "reply cut off at max tokens"
-    if comp.stop_reason == ANSWER_OPEN:
+    if comp.stop_reason == ANSWER_OPEN and not comp.cut_off:
         return "'<answer>' written before closing '</think>'"
-    if comp.stop_reason is None:
-        return "reply ended (end of sequence) without '<answer>'"
-    return f"reply stopped on {comp.stop_reason!r}, not on '<answer>'"
+    return rank1.unanswered_why(comp, "'<answer>'")
 
 
 class ERank(Method):
