@@ -49,6 +49,8 @@ def test_parse_scores_exact_lenient_and_malformed():
 def test_groups_and_the_merge_of_scores_across_groups():
     assert group_slices(5, 2, 2) == [(0, 2), (2, 4), (4, 5)]
     assert group_slices(4, 3, 2) == [(0, 3), (2, 4)]  # stride < window: document 3 in two groups
+    assert group_slices(3, 3, 1) == [(0, 3)]  # --window = --depth: one group, no shorter tails after it
+    assert group_slices(12, 6, 3) == [(0, 6), (3, 9), (6, 12)]
     cs = [Candidate(f"d{i}", "t", 0.0, i + 1) for i in range(5)]
     # d2 is in both groups (8 and 4 -> mean 0.6); d0 and d3 tie at 0.6 with it: first-stage order; d4 unscored
     order, scores = merge(cs, [(["d0", "d1", "d2"], {1: 6, 2: 1, 3: 8}), (["d2", "d3", "d4"], {1: 4, 2: 6})])

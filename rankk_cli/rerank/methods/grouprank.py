@@ -9,8 +9,8 @@ prompt and user prompt byte for byte (``group_system_prompt`` / ``group_user_pro
 and every document's scores averaged over the groups it was shown in (``avg_scores``).
 
 Groups are rankk's windows: ``--window`` documents per group (Diver's ``group_size``, default 10 there) starting
-every ``--stride`` positions from the top (its ``interval``), so ``--stride`` < ``--window`` shows a document in
-several groups; ``--passes`` are Diver's ``repeat_num`` epochs. Every group of every pass is independent, so all
+every ``--stride`` positions from the top (its ``interval``) until a group reaches the end of the list (see
+``group_slices``), so ``--stride`` < ``--window`` shows a document in several groups; ``--passes`` are Diver's ``repeat_num`` epochs. Every group of every pass is independent, so all
 go out in ONE round. Differences, on purpose: pass 1 keeps the first-stage order (Diver shuffles every epoch
 with ``random.seed(666)``); passes 2.. shuffle with a seeded RNG (``--method-opt seed=``), so ``--passes 1`` is
 deterministic and cached.
@@ -185,8 +185,15 @@ def merge(candidates: list[Candidate], shown: list[tuple[list[str], dict[int, fl
 
 
 def group_slices(n: int, size: int, interval: int) -> list[tuple[int, int]]:
-    """Diver's groups: ``[i, i + size)`` for i = 0, interval, 2 interval, ... < n (the last may be short)."""
-    return [(i, min(i + size, n)) for i in range(0, n, interval)]
+    """Diver's groups ``[i, i + size)`` for i = 0, interval, 2 interval, ..., up to the first group that reaches
+    the end of the list (Diver goes on to every i < n: with interval < size its last groups are ever shorter
+    tails of the one before, down to one document; here ``--window`` = ``--depth`` is ONE group)."""
+    out = []
+    for i in range(0, n, interval):
+        out.append((i, min(i + size, n)))
+        if i + size >= n:
+            break
+    return out
 
 
 class GroupRank(Method):
