@@ -38,7 +38,8 @@ FIELDS: dict[str, tuple[str, str]] = {
                            "(erank), else null"),
     "scores": ("string", "JSON {id: score 0..10} a group's answer gave (grouprank), else null"),
     "step": ("string", "heap/sort step of setwise and pairwise methods (build, extract), else null"),
-    "note": ("string", "what the method says of itself (oracle), else null"),
+    "note": ("string", "what the method says of itself (oracle), of a pair (erank: score from the parsed integer; "
+                       "crossencoder: pair cut at the context), else null"),
 }
 # fields a method sets; the scheduler owns the rest (finish_record)
 SCHEDULER_FIELDS = ("qid", "engine_call", "prompt_hash", "input_tokens", "output_tokens", "seconds", "cached")
