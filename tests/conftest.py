@@ -54,6 +54,19 @@ def rankk():
 
 
 @pytest.fixture
+def dl19_subset(data, tmp_path):
+    """``make(n_queries, depth)``: a candidates JSONL of the first ``n_queries`` DL19 queries x their BM25 top
+    ``depth`` (with passage text) in this test's tmp_path; returns (path, topics path)."""
+    def make(n_queries: int, depth: int) -> tuple[Path, Path]:
+        from dl19 import head
+
+        path = head(data, n_queries, depth, tmp_path / f"dl19-{n_queries}x{depth}.jsonl")
+        return path, data / "trec-dl" / "dl19" / "topics.tsv"
+
+    return make
+
+
+@pytest.fixture
 def irds_seeded(data):
     """This test's IR_DATASETS_HOME pre-seeded (tests/irds_seed.py) with msmarco-passage TREC DL 2019/2020 queries,
     qrels and the candidates' passages, so ids like ``msmarco-passage/trec-dl-2019/judged`` load offline through

@@ -441,6 +441,8 @@ E2E = {  # method -> (options, expected windows per query or None when data depe
     "first": ((), 3),
     "rankr1": (("num_child=3", "k=2"), None),
     "prp": (("variant=sliding", "k=1"), 11),
+    "erank": ((), 12),  # one record per pair
+    "grouprank": ((), 3),  # groups of 6 every 3 over 12: starts 0, 3, 6 (the last reaches the end)
 }
 
 
@@ -479,6 +481,24 @@ def test_tiny_vllm_end_to_end(method, small3, tmp_path, tiny_vllm, capsys):
     # (identical passages can make a request repeat within the first run: those were cache hits already)
     assert rerun["engine_calls"] == 0 and rerun["cache_hits"] == summary["requests"] + summary["cache_hits"]
     assert (tmp_path / "again.trec").read_text() == out.read_text()
+
+
+@pytest.mark.slow
+def test_full_ranking_tiny_vllm_one_window_per_query(small3, tmp_path, tiny_vllm, capsys):
+    """--window equal to --depth through real vLLM: one call per query over all its 12 candidates."""
+    import pandas as pd
+
+    from rankk_cli.rerank.pipeline import rerank_command
+
+    cands, topics = small3
+    out = tmp_path / "full.trec"
+    summary = rerank_command(run=cands, output=out, method="rankzephyr", model=tiny_vllm.model, topics=str(topics),
+                             depth=12, window=12, max_tokens=24, truncate=48, engine_obj=tiny_vllm, progress=False,
+                             fmt="json")
+    win = pd.read_parquet(Path(str(out) + ".windows.parquet"))
+    assert summary["ranking"] == "full" and summary["windows"] == 3 == summary["requests"]
+    assert win[["start", "end"]].values.tolist() == [[0, 12]] * 3
+    assert "rankk: full ranking: one window of all 12 candidates per query" in capsys.readouterr().err
 
 
 def test_oracle_end_to_end_cli(rankk, data, tmp_path):

@@ -42,23 +42,18 @@ CASES = {
     "prp-sorting": (("variant=sorting", "k=2"), {}),
     "prp-allpair": (("variant=allpair", "answer=logprobs"), {}),
     "rankr1": (("num_child=2", "k=2"), {"max_tokens": 64, "force_max_tokens": 32}),
+    "erank": ((), {"max_tokens": 64}),
+    "grouprank": ((), {"max_tokens": 96, "force_max_tokens": 48}),
 }
 
 
 @pytest.fixture(scope="module")
 def dl19_few(data, tmp_path_factory) -> dict:
     """N_QUERIES DL19 queries x DEPTH BM25 candidates with passage text."""
+    from dl19 import head
+
     d = data / "trec-dl" / "dl19"
-    keep, count = [], {}
-    for line in (d / "candidates" / "bm25.jsonl").read_text().splitlines():
-        obj = json.loads(line)
-        if obj["qid"] not in count and len(count) == N_QUERIES:
-            continue
-        count[obj["qid"]] = count.get(obj["qid"], 0) + 1
-        if count[obj["qid"]] <= DEPTH:
-            keep.append(line)
-    path = tmp_path_factory.mktemp("real") / "cands.jsonl"
-    path.write_text("\n".join(keep) + "\n")
+    path = head(data, N_QUERIES, DEPTH, tmp_path_factory.mktemp("real") / "cands.jsonl")
     return {"cands": path, "topics": d / "topics.tsv"}
 
 
@@ -158,6 +153,39 @@ def check_rankr1(row: dict) -> None:
         assert label and 1 <= int(label.group(1)) <= n and row["repairs"], row
 
 
+def check_erank(row: dict) -> None:
+    outcome, raw = row["outcome"], row["raw"] or ""
+    if outcome == "ok":  # the reasoning closed, then "<answer>N" with N in 0..10 really written
+        m = re.search(r"</think>.*<answer>\s*(\d+)", raw, re.S)
+        assert m and 0 <= int(m.group(1)) <= 10 and row["parsed"] == [int(m.group(1))], row
+        assert 0.0 <= row["score"] <= 10.0 and not row["repairs"], row
+    elif outcome == "forced":
+        assert re.fullmatch(r"\s*(\d+)\s*", row["forced_raw"] or "") and row["repairs"], row
+        assert 0.0 <= row["score"] <= 10.0, row
+    else:
+        assert outcome == "failed" and row["score"] == 5.0, row
+
+
+def check_grouprank(row: dict) -> None:
+    n, outcome = len(row["docids"]), row["outcome"]
+    pairs = lambda text: {int(i): float(v) for i, v in  # noqa: E731
+                          re.findall(r"\"?\[?(\d+)\]?\"?\s*:\s*(-?\d+(?:\.\d+)?)", text or "")}
+    if outcome == "failed":
+        assert row["parsed"] == [] and row.get("scores") is None, row
+        return
+    read = {int(k): v for k, v in json.loads(row["scores"]).items()}
+    assert read and set(read) <= set(range(1, n + 1)), row
+    # the prompt's example answer copied back is no answer (SmolLM2 copies it)
+    assert not read.items() <= {1: 5.0, 2: 3.0, 3: 8.0}.items(), row
+    if outcome == "ok":
+        answer = (row["raw"] or "").split("<answer>", 1)[1]
+        assert pairs(answer) == read and set(read) == set(range(1, n + 1)) and not row["repairs"], row
+    elif outcome == "repaired":
+        assert pairs(row["raw"]) and row["repairs"], row
+    else:
+        assert outcome == "forced" and pairs(row["forced_raw"]) and row["repairs"], row
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_method_on_real_text_labels_tell_the_truth(case, smollm2_vllm, dl19_few, tmp_path):
     out = tmp_path / f"{case}.trec"
@@ -187,6 +215,10 @@ def test_method_on_real_text_labels_tell_the_truth(case, smollm2_vllm, dl19_few,
             check_prp(row, "answer=logprobs" in CASES[case][0])
         elif method == "rankr1":
             check_rankr1(row)
+        elif method == "erank":
+            check_erank(row)
+        elif method == "grouprank":
+            check_grouprank(row)
     # a cached re-run: no engine call, the same files
     again = tmp_path / f"{case}.again.trec"
     summary2 = run_method(case, smollm2_vllm, dl19_few, again, tmp_path)
@@ -197,3 +229,32 @@ def test_method_on_real_text_labels_tell_the_truth(case, smollm2_vllm, dl19_few,
     drop = ("engine_call", "seconds", "cached")
     assert [{k: v for k, v in r.items() if k not in drop} for r in rows2] == \
         [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def test_erank_answer_call_reads_real_score_token_logprobs(smollm2_vllm):
+    """The answer call on real vLLM: SmolLM2 never reaches <answer> on its own (see test_erank.py), so the reasoning
+    call's reply is scripted to stop there; the answer call then goes to the real model, continuing the assistant
+    turn after '<answer>', and its first position's log-probabilities are read for the score tokens."""
+    from rankk_cli.rerank.engines.base import Completion
+    from rankk_cli.rerank.methods.base import Candidate, RerankConfig
+    from rankk_cli.rerank.methods.erank import ERank
+
+    gen = ERank(RerankConfig()).rerank("q", "what is a flea", [Candidate("d0", "Fleas are small insects.", 1.0, 1)])
+    next(gen)
+    calls = gen.send([Completion("<think>The passage defines fleas.</think>", "stop", stop_reason="<answer>")])
+    (call,) = calls
+    assert call.request.continue_final and call.request.messages[-1][1].endswith("</think><answer>")
+    real = smollm2_vllm.generate([call.request])
+    try:
+        calls = gen.send(real)
+        res = gen.send(smollm2_vllm.generate([c.request for c in calls]))  # forced when no integer was written
+    except StopIteration as stop:
+        res = stop.value
+    (rec,) = res.records
+    digits = {k.strip() for k in (real[0].logprobs or [{}])[0]} & {str(i) for i in range(11)}
+    written = re.match(r"\s*(\d+)", real[0].text)
+    if written and 0 <= int(written.group(1)) <= 10:
+        assert rec["outcome"] == "ok" and rec["parsed"] == [int(written.group(1))], rec
+        assert set(json.loads(rec["logprobs"])) == digits and 0 <= rec["score"] <= 10, (rec, real[0].logprobs)
+    else:
+        assert rec["outcome"] in ("forced", "failed") and "no integer 0..10 after '<answer>'" in rec["repairs"], rec

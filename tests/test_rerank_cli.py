@@ -163,6 +163,23 @@ def test_outputs_scores_tail_windows_file_and_cached_rerun(small, dl19, tmp_path
     assert "rerank outcomes" in capsys.readouterr().err
 
 
+def test_full_ranking_is_one_window_per_query_and_the_summary_says_so(small, dl19, tmp_path, capsys):
+    """--window equal to --depth: one call per query over its whole candidate list (no sliding)."""
+    engine = FakeEngine()
+    summary = run_fake(small, dl19, tmp_path / "full.trec", engine, depth=12, window=12, stride=6, fmt="json")
+    assert summary["ranking"] == "full" and summary["windows"] == 3 and sum(engine.batches) == 3
+    win = pd.read_parquet(tmp_path / "full.trec.windows.parquet")
+    assert win[["start", "end"]].values.tolist() == [[0, 12]] * 3
+    # the fake reverses each window: the whole head comes back reversed in ONE window
+    run, first = read_run(tmp_path / "full.trec"), read_candidates(small)[0]
+    for qid, group in run.df.groupby("qid", sort=False):
+        assert group.docid.tolist()[:12] == first.df[first.df.qid == qid].docid.tolist()[:12][::-1]
+    assert "rankk: full ranking: one window of all 12 candidates per query" in capsys.readouterr().err
+    sliding = run_fake(small, dl19, tmp_path / "sl.trec", FakeEngine(), depth=12, window=6, stride=3)
+    assert sliding["ranking"] == "sliding" and sliding["windows"] == 3 * 3
+    assert "rankk: sliding windows: window 6, stride 3 over the top 12" in capsys.readouterr().err
+
+
 def test_failed_run_leaves_no_output(small, dl19, tmp_path):
     class Broken(FakeEngine):
         def generate(self, requests):

@@ -208,6 +208,9 @@ def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method: "st
         summary["first_engine_error"] = st.first_error
     if method.note:  # e.g. the oracle says it is one
         summary["note"] = method.note
+    if "--window" not in method.ignores:  # sliding-window methods: full ranking is one window per query
+        summary["ranking"] = "full" if config.window >= config.depth else "sliding"
+        summary["window"], summary["stride"], summary["depth"] = config.window, config.stride, config.depth
     out_run = assemble(run, results, config.depth, name=f"{run.name}.{method_name}",
                        meta={"method": method_name, "depth": config.depth, "window": config.window,
                              "stride": config.stride, "passes": config.passes})
@@ -261,6 +264,12 @@ def _render_summary(summary: dict) -> None:
         sys.stderr.write(f"rankk: warning: {bad} window(s) failed and kept their input order{where}\n")
     if summary.get("note"):
         sys.stderr.write(f"rankk: {summary['note']}\n")
+    if summary.get("ranking") == "full":
+        sys.stderr.write(f"rankk: full ranking: one window of all {summary['depth']} candidates per query "
+                         f"(--window = --depth), no sliding\n")
+    elif summary.get("ranking") == "sliding":
+        sys.stderr.write(f"rankk: sliding windows: window {summary['window']}, stride {summary['stride']} over "
+                         f"the top {summary['depth']}\n")
 
 
 def _tokenizer_truncate(model: str, n: int):

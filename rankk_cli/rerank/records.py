@@ -36,9 +36,12 @@ FIELDS: dict[str, tuple[str, str]] = {
     "seconds": ("float64", "engine (generate) seconds of the window's requests; 0 for calls from the cache"),
     "cached": ("bool", "every request of the window came from the call cache"),
     "score": ("float64", "pointwise score (rank1: p(true)), else null"),
-    "logprobs": ("string", "JSON {identifier: logprob} the ranking was read from (first), else null"),
+    "logprobs": ("string", "JSON {identifier: logprob} the ranking was read from (first), the score tokens' "
+                           "(erank), else null"),
+    "scores": ("string", "JSON {id: score 0..10} a group's answer gave (grouprank), else null"),
     "step": ("string", "heap/sort step of setwise and pairwise methods (build, extract), else null"),
-    "note": ("string", "what the method says of itself (oracle), else null"),
+    "note": ("string", "what the method says of itself (oracle), of a pair (erank: score from the parsed integer; "
+                       "crossencoder: pair cut at the context), else null"),
 }
 # numeric fields that can never be negative (checked when a windows file is read)
 NON_NEGATIVE = ("input_tokens", "output_tokens", "seconds")

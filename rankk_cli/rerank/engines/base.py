@@ -68,6 +68,10 @@ class Request:
     of a generation (``messages``/``prompt`` unused); the engine returns it in ``Completion.embedding`` and
     truncates the text to the model's context, never failing on length. Embed and generate requests may be
     mixed in one ``generate`` call.
+
+    ``pair`` (cross-encoders): (query, passage) scored jointly by a sequence-classification model (vLLM's score
+    API); the score comes back as the one-element ``Completion.embedding`` ``[score]`` (stored in the call cache
+    like an embedding), the pair truncated to the model's context like an embedding's text.
     """
 
     messages: tuple[tuple[str, str], ...] | None = None  # ((role, content), ...)
@@ -79,6 +83,7 @@ class Request:
     allowed: tuple[str, ...] = ()
     continue_final: bool = False
     embed: str | None = None
+    pair: tuple[str, str] | None = None
 
     def to_json(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if v not in (None, (), False)}
@@ -106,7 +111,8 @@ class Completion:
     seconds: float = 0.0
     error: str | None = None
     cached: bool = False
-    # the vector for a ``Request.embed`` request (text is then "", finish_reason "stop")
+    # the vector for a ``Request.embed`` request (text is then "", finish_reason "stop", or "length" when the text
+    # filled the model's context and was cut there)
     embedding: list[float] | None = None
     # why a "stop" finish stopped: the stop string that matched (vLLM leaves it out of ``text``), ``"<token N>"``
     # for a stop token id, None for end-of-sequence (or unknown: completions cached before this field existed)

@@ -332,8 +332,9 @@ class OpenAIEngine(Engine):
                           error=f"{last} (gave up after {tries} attempt{'s' if tries != 1 else ''})")
 
     def generate(self, requests: list[Request]) -> list[Completion]:
-        if any(r.embed is not None for r in requests):
-            raise RankkError("engine openai: embedding requests are not supported; use --engine vllm")
+        if any(r.embed is not None or r.pair is not None for r in requests):
+            raise RankkError("engine openai: embedding and pair-scoring requests are not supported; "
+                             "use --engine vllm")
         t0 = time.perf_counter()
         if len(requests) <= 1:
             out = [self._one(r) for r in requests]
@@ -422,8 +423,9 @@ class OpenAIEngine(Engine):
         return pool
 
     def submit(self, requests: list[Request]) -> list[int]:
-        if any(r.embed is not None for r in requests):
-            raise RankkError("engine openai: embedding requests are not supported; use --engine vllm")
+        if any(r.embed is not None or r.pair is not None for r in requests):
+            raise RankkError("engine openai: embedding and pair-scoring requests are not supported; "
+                             "use --engine vllm")
         pool = self._pool()
         tickets = []
         for r in requests:

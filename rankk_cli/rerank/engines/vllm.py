@@ -192,15 +192,13 @@ class VLLMEngine(Engine):
         if c and (c["running"] or c["pending"]):  # LLM.generate would run (and swallow) them too
             raise RuntimeError("vllm engine: generate() called while submitted requests are still running")
         results: list[Completion | None] = [None] * len(requests)
-        gen = [i for i, r in enumerate(requests) if r.embed is None]
-        emb = [i for i, r in enumerate(requests) if r.embed is not None]
+        gen = [i for i, r in enumerate(requests) if r.embed is None and r.pair is None]
+        pooled = [i for i, r in enumerate(requests) if r.embed is not None or r.pair is not None]
         if gen:
             self._generate(requests, gen, results)
-        if emb:
-            vectors, seconds, counts = self._embed_texts([requests[i].embed for i in emb])
-            for i, vec, n in zip(emb, vectors, counts):
-                results[i] = Completion(text="", finish_reason="stop", input_tokens=n, embedding=vec,
-                                        seconds=seconds / len(emb))
+        if pooled:
+            for i, comp in zip(pooled, self._pooled([requests[i] for i in pooled])):
+                results[i] = comp
         self.stats.calls += 1
         self.stats.requests += len(requests)
         return results  # type: ignore[return-value]
@@ -275,8 +273,8 @@ class VLLMEngine(Engine):
         for r in requests:
             t = next(c["tickets"])
             tickets.append(t)
-            if r.embed is not None:
-                c["embed"].append((t, r.embed))
+            if r.embed is not None or r.pair is not None:
+                c["embed"].append((t, r))
                 continue
             if self.runner != "generate":
                 raise RankkError(f"model {self.model!r} is an embedding (pooling) model; it cannot generate text")
@@ -342,10 +340,7 @@ class VLLMEngine(Engine):
         out, c["ready"] = c["ready"], []
         if c["embed"]:
             embeds, c["embed"] = c["embed"], []
-            vectors, seconds, counts = self._embed_texts([text for _t, text in embeds])
-            for (t, _text), vec, n in zip(embeds, vectors, counts):
-                out.append((t, Completion(text="", finish_reason="stop", input_tokens=n, embedding=vec,
-                                          seconds=seconds / len(embeds))))
+            out.extend((t, comp) for (t, _r), comp in zip(embeds, self._pooled([r for _t, r in embeds])))
         engine = self.llm.llm_engine
         while not out and c["running"]:
             t0 = time.perf_counter()
@@ -394,6 +389,42 @@ class VLLMEngine(Engine):
         counts = [len(o.prompt_token_ids or []) for o in outputs]
         self.stats.input_tokens += sum(counts)
         return vectors, seconds, counts
+
+    def _pooled(self, requests: list[Request]) -> list[Completion]:
+        """Embedding and pair-scoring requests (pooling models), each kind in ONE vLLM call, in order."""
+        out: list[Completion | None] = [None] * len(requests)
+        for kind in ("embed", "pair"):
+            idx = [i for i, r in enumerate(requests) if getattr(r, kind) is not None]
+            if not idx:
+                continue
+            run = self._embed_texts if kind == "embed" else self._score_pairs
+            values, seconds, counts = run([getattr(requests[i], kind) for i in idx])
+            for i, v, n in zip(idx, values, counts):
+                out[i] = self._embedded(v if kind == "embed" else [v], n, seconds / len(idx))
+        return out  # type: ignore[return-value]
+
+    def _score_pairs(self, pairs: list[tuple[str, str]]) -> tuple[list[float], float, list[int]]:
+        """Cross-encoder scores of (query, passage) pairs through vLLM's score API, pairs cut to the context."""
+        task = getattr(self.llm, "pooling_task", None)
+        if self.runner != "pooling" or task != "classify":
+            what = "a generative model" if self.runner != "pooling" else f"a pooling model for {task!r}"
+            raise RankkError(f"model {self.model!r} is {what}; scoring pairs needs a cross-encoder "
+                             "(a sequence-classification model with one label, e.g. a bge-reranker)")
+        t0 = time.perf_counter()
+        outputs = self.llm.score([q for q, _p in pairs], [p for _q, p in pairs], use_tqdm=False,
+                                 tokenization_kwargs={"truncation": True, "max_length": self.max_model_len})
+        seconds = time.perf_counter() - t0
+        self.stats.seconds += seconds
+        scores = [float(o.outputs.score) for o in outputs]
+        counts = [len(o.prompt_token_ids or []) for o in outputs]
+        self.stats.input_tokens += sum(counts)
+        return scores, seconds, counts
+
+    def _embedded(self, vector: list[float], n_tokens: int, seconds: float) -> Completion:
+        """An embedding as a Completion; ``finish_reason`` "length" when the text filled the model's context (it
+        was cut there: the engine truncates embedding inputs instead of failing on them)."""
+        reason = "length" if n_tokens >= self.max_model_len else "stop"
+        return Completion(text="", finish_reason=reason, input_tokens=n_tokens, embedding=vector, seconds=seconds)
 
     def embed(self, texts: list[str], max_tokens: int | None = None) -> list[list[float]]:
         if max_tokens is not None:

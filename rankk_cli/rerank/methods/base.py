@@ -130,7 +130,7 @@ class Method(ABC):
     """
 
     name: str = "base"
-    kind: str = "listwise"  # listwise | pointwise | embedding | setwise | pairwise | oracle
+    kind: str = "listwise"  # listwise | pointwise | groupwise | embedding | setwise | pairwise | oracle
     default_temperature: float | None = None
     default_max_tokens: int | None = None
     options: tuple[Option, ...] = ()

@@ -58,6 +58,17 @@ class Embed(Method):
     def planned_windows(self, n: int) -> int:
         return 1
 
+    # ---- what a subclass changes (e2rank: the query re-embedded with its top candidates)
+    def query_text(self, query: str, candidates: list[Candidate]) -> str:
+        return query
+
+    def passage_text(self, text: str) -> str:
+        return text
+
+    def query_repairs(self, completion: Completion) -> list[str]:
+        """Repairs to state about a usable query embedding (none for a plain query)."""
+        return []
+
     def rerank(self, qid: str, query: str, candidates: list[Candidate]
                ) -> Generator[list[Call], list[Completion], QueryResult]:
         docids = [c.docid for c in candidates]
@@ -65,9 +76,9 @@ class Embed(Method):
                   "forced_raw": None, "reasoning": "", "parsed": [], "ties": [], "repairs": "", "calls": []}
         if not candidates:
             return QueryResult([], None, [])
-        calls = [Call(Request(embed=query), {"qid": qid, "pass": 1, "start": 0, "end": len(candidates),
-                                             "window": True})]
-        calls += [Call(Request(embed=c.text), {"qid": qid, "pass": 1, "start": i, "end": i + 1})
+        calls = [Call(Request(embed=self.query_text(query, candidates)),
+                      {"qid": qid, "pass": 1, "start": 0, "end": len(candidates), "window": True})]
+        calls += [Call(Request(embed=self.passage_text(c.text)), {"qid": qid, "pass": 1, "start": i, "end": i + 1})
                   for i, c in enumerate(candidates)]
         completions = yield calls
         record["calls"] = calls
@@ -77,6 +88,7 @@ class Embed(Method):
             record["repairs"] = (f"query embedding failed ({q.error or 'no embedding returned'}); "
                                  "first-stage order kept")
             return QueryResult(docids, None, [record])
+        notes = self.query_repairs(q)
         scored, missing = [], []
         for pos, (cand, comp) in enumerate(zip(candidates, completions[1:])):
             if _usable(comp):
@@ -91,9 +103,11 @@ class Embed(Method):
             for j, (_pos, docid, _err) in enumerate(missing):
                 order.append(docid)
                 scores[docid] = low - 1.0 - j
+            notes.append(f"{len(missing)} passage embedding(s) failed ({missing[0][2]}); "
+                         "placed below the embedded ones in first-stage order")
+        if notes:
             record["outcome"] = REPAIRED
-            record["repairs"] = (f"{len(missing)} passage embedding(s) failed ({missing[0][2]}); "
-                                 "placed below the embedded ones in first-stage order")
+            record["repairs"] = "; ".join(notes)
         position = {d: i for i, d in enumerate(docids)}
         record["parsed"] = [position[d] + 1 for d in order]
         return QueryResult(order, scores, [record])

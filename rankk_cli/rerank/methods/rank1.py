@@ -69,12 +69,13 @@ def answered(comp: Completion) -> bool:
     return comp.finish_reason == "stop" and comp.stop_reason in STOP
 
 
-def unanswered_why(comp: Completion) -> str:
+def unanswered_why(comp: Completion, wanted: str = "'</think> true|false'") -> str:
+    """Why a reply that should have stopped on ``wanted`` is no answer (rank1, erank)."""
     if comp.cut_off:
         return "reply cut off at max tokens"
     if comp.stop_reason is None:
-        return "reply ended (end of sequence) without '</think> true|false'"
-    return f"reply stopped on {comp.stop_reason!r}, not on '</think> true|false'"
+        return f"reply ended (end of sequence) without {wanted}"
+    return f"reply stopped on {comp.stop_reason!r}, not on {wanted}"
 
 
 class Rank1(Method):
