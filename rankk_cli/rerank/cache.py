@@ -28,6 +28,11 @@ Columns: key, engine, model, text, finish_reason, input_tokens, output_tokens, l
 seconds, created, embedding (list of float32 or null; for ``Request.embed`` calls; absent in older chunks),
 stop_reason (the stop string that ended a "stop" completion, null for end-of-sequence; absent in older chunks,
 read as null).
+
+Derivation columns (``derive.py``; absent in older chunks, whose rows are then never derived from): prefix_key
+(``Request.prefix_key``: the key without the token budget; null where nothing may be derived), budget (the
+request's token budget), token_ids (the generated token ids, list of int32). ``derivable`` is the one lookup:
+a completion of the same prefix key with a larger budget; its prefix-key index is built on first use.
 """
 
 from __future__ import annotations
@@ -121,6 +126,8 @@ class CallCache:
         self._journal_rows: list[dict] = []  # rows in our journal, not yet in a chunk
         self._files: OrderedDict = OrderedDict()  # chunk name -> (ParquetFile, row-group starts)
         self._groups: OrderedDict = OrderedDict()  # (chunk name, group) -> pyarrow Table
+        self._precent: dict[str, list[dict]] = {}  # prefix_key -> rows of _recent (derivable)
+        self._precent_n = 0  # rows of _recent already in _precent
         self._reset_index()
         if compact:
             self.compact()
@@ -133,6 +140,8 @@ class CallCache:
         self._names: list[str] = []  # indexed chunks, in index order
         self._starts = np.zeros(1, dtype=np.int64)  # position of each indexed chunk's first row; last = total
         self._index = np.empty(0, dtype=np.uint64)  # sorted packed entries
+        self._pindex = np.empty(0, dtype=np.uint64)  # the same for prefix_key (derivable), built on first use
+        self._pdone = 0  # chunks of self._names already in _pindex
 
     def __len__(self) -> int:
         np = self._np
@@ -184,14 +193,15 @@ class CallCache:
             del self._offsets[name]
         return added
 
-    def _candidates(self, key: str):
+    def _candidates(self, key: str, index=None):
         np = self._np
+        index = self._index if index is None else index
         p = np.uint64(_prefix(key))
-        lo = np.searchsorted(self._index, p << np.uint64(POS_BITS), side="left")
-        hi = np.searchsorted(self._index, (p + np.uint64(1)) << np.uint64(POS_BITS), side="left") \
-            if int(p) + 1 < (1 << PREFIX_BITS) else len(self._index)
+        lo = np.searchsorted(index, p << np.uint64(POS_BITS), side="left")
+        hi = np.searchsorted(index, (p + np.uint64(1)) << np.uint64(POS_BITS), side="left") \
+            if int(p) + 1 < (1 << PREFIX_BITS) else len(index)
         mask = np.uint64((1 << POS_BITS) - 1)
-        return [int(v & mask) for v in self._index[lo:hi]]
+        return [int(v & mask) for v in index[lo:hi]]
 
     def _in_index(self, key: str) -> bool:
         return self._lookup(key) is not None
@@ -213,20 +223,25 @@ class CallCache:
                 self.refresh()
         return None
 
-    def _row(self, pos: int) -> dict:
+    def _file(self, name: str):
+        """(ParquetFile, row-group starts) of an indexed chunk, kept open (the last KEEP_FILES)."""
         import pyarrow.parquet as pq
 
         np = self._np
-        cid = int(np.searchsorted(self._starts, pos, side="right")) - 1
-        name, i = self._names[cid], pos - int(self._starts[cid])
         if name not in self._files:
             pf = pq.ParquetFile(self.dir / name)
             sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
             self._files[name] = (pf, np.cumsum([0, *sizes]))
             while len(self._files) > KEEP_FILES:
                 self._files.popitem(last=False)
-        pf, starts = self._files[name]
         self._files.move_to_end(name)
+        return self._files[name]
+
+    def _row(self, pos: int) -> dict:
+        np = self._np
+        cid = int(np.searchsorted(self._starts, pos, side="right")) - 1
+        name, i = self._names[cid], pos - int(self._starts[cid])
+        pf, starts = self._file(name)
         g = int(np.searchsorted(starts, i, side="right")) - 1
         table = self._groups.get((name, g))
         if table is None:
@@ -271,13 +286,56 @@ class CallCache:
                           embedding=list(row["embedding"]) if row.get("embedding") is not None else None,
                           stop_reason=row.get("stop_reason"))
 
+    def derivable(self, prefix_key: str, budget: int) -> dict | None:
+        """The cached row (a dict with token_ids) of ``prefix_key`` whose budget is the smallest one >= ``budget``
+        (ties: the earliest written), or None. The derivation lookup (``derive.derive`` makes the answer)."""
+        np = self._np
+        for attempt in range(2):
+            try:
+                recent = list(self._recent.values())[self._precent_n:]  # rows that arrived since the last look
+                self._precent_n += len(recent)
+                for r in recent:
+                    if r.get("prefix_key") is not None:
+                        self._precent.setdefault(r["prefix_key"], []).append(r)
+                rows = list(self._precent.get(prefix_key, ()))
+                while self._pdone < len(self._names):  # index the prefix keys of chunks not seen yet
+                    cid = self._pdone
+                    pf = self._file(self._names[cid])[0]
+                    self._pdone += 1
+                    if "prefix_key" not in pf.schema_arrow.names:
+                        continue  # an older chunk: no token ids, never derived from
+                    col = pf.read(columns=["prefix_key"]).column("prefix_key").combine_chunks()
+                    keep = np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False))
+                    if not len(keep):
+                        continue
+                    pos = keep.astype(np.uint64) + np.uint64(int(self._starts[cid]))
+                    entries = (_prefixes(col.take(keep)) << np.uint64(POS_BITS)) | pos
+                    self._pindex = np.sort(np.concatenate([self._pindex, entries]))
+                rows += [r for r in (self._row(p) for p in self._candidates(prefix_key, self._pindex))
+                         if r.get("prefix_key") == prefix_key]
+                break
+            except OSError:  # compacted away by another process: index again, once
+                if attempt:
+                    return None
+                self._files.clear()
+                self._groups.clear()
+                self._reset_index()
+                self.refresh()
+        fits = [r for r in rows if r.get("token_ids") is not None and r.get("budget") is not None
+                and int(r["budget"]) >= budget and r.get("finish_reason") != "error"]
+        if not fits:
+            return None
+        return min(fits, key=lambda r: (int(r["budget"]), float(r.get("created") or 0.0)))
+
     # ------------------------------------------------------------------------------------------------------
     # writing
 
-    def _rows(self, items: list[tuple[str, Completion]], engine: str, model: str) -> list[dict]:
+    def _rows(self, items: list[tuple], engine: str, model: str) -> list[dict]:
+        """Rows to store for items ``(key, completion)`` or ``(key, completion, (prefix_key, budget))``."""
         rows, keys = [], set()
         now = time.time()
-        for key, c in items:
+        for key, c, *derivation in items:
+            prefix_key, budget = derivation[0] if derivation else (None, None)
             if c.finish_reason == "error" or key in keys or key in self._recent or self._in_index(key):
                 continue
             keys.add(key)
@@ -286,7 +344,8 @@ class CallCache:
                          "output_tokens": int(c.output_tokens),
                          "logprobs": json.dumps(c.logprobs, ensure_ascii=False) if c.logprobs is not None else None,
                          "seconds": float(c.seconds), "created": now, "embedding": c.embedding,
-                         "stop_reason": c.stop_reason})
+                         "stop_reason": c.stop_reason, "prefix_key": prefix_key, "budget": budget,
+                         "token_ids": c.token_ids if prefix_key is not None else None})
         return rows
 
     def put_many(self, items: list[tuple[str, Completion]], engine: str = "", model: str = "") -> Path | None:
@@ -344,7 +403,8 @@ class CallCache:
                           ("text", pa.string()), ("finish_reason", pa.string()), ("input_tokens", pa.int64()),
                           ("output_tokens", pa.int64()), ("logprobs", pa.string()), ("seconds", pa.float64()),
                           ("created", pa.float64()), ("embedding", pa.list_(pa.float32())),
-                          ("stop_reason", pa.string())])
+                          ("stop_reason", pa.string()), ("prefix_key", pa.string()), ("budget", pa.int64()),
+                          ("token_ids", pa.list_(pa.int32()))])
 
     def _write_chunk(self, rows_or_table) -> Path:
         import pyarrow as pa
