@@ -570,8 +570,6 @@ def _check_windows_match(run_path: Path, df) -> None:
 
 def render_plot(rep: Report) -> bytes:
     """The PNG (rankings per query, reasoning length per window) as bytes."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -621,6 +619,13 @@ def render_plot(rep: Report) -> bytes:
         ax2.set_title("Reasoning length")
     for ax in axes:
         ax.grid(alpha=0.3)
+    return figure_png(plt, fig)
+
+
+def figure_png(plt, fig) -> bytes:
+    """A finished matplotlib figure as PNG bytes (laid out tight; closed whatever happens)."""
+    import io
+
     fig.tight_layout()
     buf = io.BytesIO()
     try:

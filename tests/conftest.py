@@ -53,6 +53,23 @@ def rankk():
     return _run
 
 
+def dl19_candidates(data: Path, path: Path, n_queries: int, depth: int) -> Path:
+    """Write the first ``n_queries`` DL19 queries x top ``depth`` BM25 candidates (with passage text) to
+    ``path`` (a candidates JSONL); returns it."""
+    import json
+
+    keep, count = [], {}
+    for line in (data / "trec-dl" / "dl19" / "candidates" / "bm25.jsonl").read_text().splitlines():
+        qid = json.loads(line)["qid"]
+        if qid not in count and len(count) == n_queries:
+            continue
+        count[qid] = count.get(qid, 0) + 1
+        if count[qid] <= depth:
+            keep.append(line)
+    path.write_text("\n".join(keep) + "\n")
+    return path
+
+
 @pytest.fixture
 def irds_seeded(data):
     """This test's IR_DATASETS_HOME pre-seeded (tests/irds_seed.py) with msmarco-passage TREC DL 2019/2020 queries,

@@ -48,18 +48,10 @@ CASES = {
 @pytest.fixture(scope="module")
 def dl19_few(data, tmp_path_factory) -> dict:
     """N_QUERIES DL19 queries x DEPTH BM25 candidates with passage text."""
-    d = data / "trec-dl" / "dl19"
-    keep, count = [], {}
-    for line in (d / "candidates" / "bm25.jsonl").read_text().splitlines():
-        obj = json.loads(line)
-        if obj["qid"] not in count and len(count) == N_QUERIES:
-            continue
-        count[obj["qid"]] = count.get(obj["qid"], 0) + 1
-        if count[obj["qid"]] <= DEPTH:
-            keep.append(line)
-    path = tmp_path_factory.mktemp("real") / "cands.jsonl"
-    path.write_text("\n".join(keep) + "\n")
-    return {"cands": path, "topics": d / "topics.tsv"}
+    from conftest import dl19_candidates
+
+    path = dl19_candidates(data, tmp_path_factory.mktemp("real") / "cands.jsonl", N_QUERIES, DEPTH)
+    return {"cands": path, "topics": data / "trec-dl" / "dl19" / "topics.tsv"}
 
 
 def run_method(case: str, smollm2_vllm, inputs: dict, out: Path, cache_dir: Path) -> dict:

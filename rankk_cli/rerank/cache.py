@@ -206,15 +206,13 @@ class CallCache:
     def _in_index(self, key: str) -> bool:
         return self._lookup(key) is not None
 
-    def _lookup(self, key: str) -> dict | None:
+    def _reindexed(self, look):
+        """``look()``; a chunk compacted away by another process meanwhile (OSError): index again and look once
+        more (None if that fails too)."""
         for attempt in range(2):
             try:
-                for pos in self._candidates(key):
-                    row = self._row(pos)
-                    if row["key"] == key:
-                        return row
-                return None
-            except OSError:  # compacted away by another process: index again, once
+                return look()
+            except OSError:
                 if attempt:
                     return None
                 self._files.clear()
@@ -222,6 +220,16 @@ class CallCache:
                 self._reset_index()
                 self.refresh()
         return None
+
+    def _lookup(self, key: str) -> dict | None:
+        def look():
+            for pos in self._candidates(key):
+                row = self._row(pos)
+                if row["key"] == key:
+                    return row
+            return None
+
+        return self._reindexed(look)
 
     def _file(self, name: str):
         """(ParquetFile, row-group starts) of an indexed chunk, kept open (the last KEEP_FILES)."""
@@ -290,37 +298,30 @@ class CallCache:
         """The cached row (a dict with token_ids) of ``prefix_key`` whose budget is the smallest one >= ``budget``
         (ties: the earliest written), or None. The derivation lookup (``derive.derive`` makes the answer)."""
         np = self._np
-        for attempt in range(2):
-            try:
-                recent = list(self._recent.values())[self._precent_n:]  # rows that arrived since the last look
-                self._precent_n += len(recent)
-                for r in recent:
-                    if r.get("prefix_key") is not None:
-                        self._precent.setdefault(r["prefix_key"], []).append(r)
-                rows = list(self._precent.get(prefix_key, ()))
-                while self._pdone < len(self._names):  # index the prefix keys of chunks not seen yet
-                    cid = self._pdone
-                    pf = self._file(self._names[cid])[0]
-                    self._pdone += 1
-                    if "prefix_key" not in pf.schema_arrow.names:
-                        continue  # an older chunk: no token ids, never derived from
-                    col = pf.read(columns=["prefix_key"]).column("prefix_key").combine_chunks()
-                    keep = np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False))
-                    if not len(keep):
-                        continue
+
+        def look():
+            recent = list(self._recent.values())[self._precent_n:]  # rows that arrived since the last look
+            self._precent_n += len(recent)
+            for r in recent:
+                if r.get("prefix_key") is not None:
+                    self._precent.setdefault(r["prefix_key"], []).append(r)
+            while self._pdone < len(self._names):  # index the prefix keys of chunks not seen yet
+                cid = self._pdone
+                pf = self._file(self._names[cid])[0]
+                self._pdone += 1
+                if "prefix_key" not in pf.schema_arrow.names:
+                    continue  # an older chunk: no token ids, never derived from
+                col = pf.read(columns=["prefix_key"]).column("prefix_key").combine_chunks()
+                keep = np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False))
+                if len(keep):
                     pos = keep.astype(np.uint64) + np.uint64(int(self._starts[cid]))
                     entries = (_prefixes(col.take(keep)) << np.uint64(POS_BITS)) | pos
                     self._pindex = np.sort(np.concatenate([self._pindex, entries]))
-                rows += [r for r in (self._row(p) for p in self._candidates(prefix_key, self._pindex))
-                         if r.get("prefix_key") == prefix_key]
-                break
-            except OSError:  # compacted away by another process: index again, once
-                if attempt:
-                    return None
-                self._files.clear()
-                self._groups.clear()
-                self._reset_index()
-                self.refresh()
+            return list(self._precent.get(prefix_key, ())) + [
+                r for r in (self._row(p) for p in self._candidates(prefix_key, self._pindex))
+                if r.get("prefix_key") == prefix_key]
+
+        rows = self._reindexed(look) or []
         fits = [r for r in rows if r.get("token_ids") is not None and r.get("budget") is not None
                 and int(r["budget"]) >= budget and r.get("finish_reason") != "error"]
         if not fits:
@@ -331,11 +332,11 @@ class CallCache:
     # writing
 
     def _rows(self, items: list[tuple], engine: str, model: str) -> list[dict]:
-        """Rows to store for items ``(key, completion)`` or ``(key, completion, (prefix_key, budget))``."""
+        """Rows to store for items ``(key, completion)`` or ``(key, completion, (prefix_key, budget) or None)``."""
         rows, keys = [], set()
         now = time.time()
         for key, c, *derivation in items:
-            prefix_key, budget = derivation[0] if derivation else (None, None)
+            prefix_key, budget = derivation[0] if derivation and derivation[0] else (None, None)  # None: not derivable
             if c.finish_reason == "error" or key in keys or key in self._recent or self._in_index(key):
                 continue
             keys.add(key)

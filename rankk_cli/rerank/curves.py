@@ -22,7 +22,6 @@ reasons, revises them, then answers -- read in the answer format its prompt asks
 
 from __future__ import annotations
 
-import io
 import math
 import re
 
@@ -84,13 +83,9 @@ def _figure(n_panels: int = 1):
 
 
 def _png(plt, fig) -> bytes:
-    fig.tight_layout()
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png")
-    finally:
-        plt.close(fig)
-    return buf.getvalue()
+    from rankk_cli.report import figure_png
+
+    return figure_png(plt, fig)
 
 
 def _empty(text: str) -> bytes:
