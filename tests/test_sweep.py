@@ -55,13 +55,16 @@ def same_windows(a: Path, b: Path) -> None:
 
 
 def sweep_equals_direct(engine, few, method, budgets, tmp_path, monkeypatch, **kw) -> tuple[dict, dict]:
-    """Sweep, then each budget directly, each in a FRESH cache of its own (so nothing is derived or cached there);
-    files compared; returns (sweep entry, direct summaries)."""
+    """Sweep, then each smaller budget directly, each in a FRESH cache of its own (so nothing is derived or cached
+    there); files compared; returns (sweep entry, direct summaries). The sweep's largest budget, run first in this
+    test's own fresh cache, is itself a direct run (nothing cached, nothing derived): it is not run twice."""
     folder = tmp_path / "sweep"
     out = sweep_command(budgets=budgets, output=folder, qrels=few["qrels"], **args(engine, few, method, **kw))
     entry = next(iter(out["systems"].values()))
-    direct = {}
-    for row in entry["budgets"]:
+    largest = entry["budgets"][-1]
+    assert largest["max_tokens"] == max(budgets) and largest["derived_hits"] == largest["cache_hits"] == 0
+    direct = {max(budgets): largest}
+    for row in entry["budgets"][:-1]:
         b = row["max_tokens"]
         monkeypatch.setenv("RANKK_CACHE", str(tmp_path / f"fresh-cache-{b}"))
         target = tmp_path / "direct" / f"b{b}.trec"
@@ -185,9 +188,12 @@ def test_sweep_refuses_flags_it_cannot_honour(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["rank1", "rankk"])
-def test_tiny_sweep_equals_direct_runs(method, tiny_vllm, few, tmp_path, monkeypatch):
-    entry, _direct = sweep_equals_direct(tiny_vllm, few, method, [6, 24, 12], tmp_path, monkeypatch)
+@pytest.mark.parametrize("method,sampling", [("rank1", {}), ("rankk", {}),
+                                             ("rank1", {"temperature": 0.8, "seed": 5})],  # seeded sampling too
+                         ids=["rank1", "rankk", "rank1-seeded"])
+def test_tiny_sweep_equals_direct_runs(method, sampling, tiny_vllm, few, tmp_path, monkeypatch):
+    entry, _direct = sweep_equals_direct(tiny_vllm, few, method, [6, 24, 12], tmp_path, monkeypatch, **sampling)
+    assert entry["sampling"]["temperature"] == sampling.get("temperature", 0.0)
     assert [r["max_tokens"] for r in entry["budgets"]] == [6, 12, 24]
     if method == "rank1":  # pointwise: every pair of every smaller budget derived from the largest
         for r in entry["budgets"][:-1]:
@@ -228,10 +234,20 @@ def test_a_run_answered_by_derivation_loads_no_model(tiny_vllm, few, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["rank1", "rankk"])
 def test_smollm2_sweep_equals_direct_runs(method, smollm2_vllm, few, tmp_path, monkeypatch):
-    """The real model at depth 3 (rankk: one window per query), budgets 16 and 40."""
+    """The real model at depth 3 (rankk: one window per query), budgets 12 and 32."""
     kw = {"depth": 3} if method == "rank1" else {"depth": 3, "window": 3, "stride": 3}
-    entry, _direct = sweep_equals_direct(smollm2_vllm, few, method, [16, 40], tmp_path, monkeypatch, **kw)
+    entry, _direct = sweep_equals_direct(smollm2_vllm, few, method, [12, 32], tmp_path, monkeypatch, **kw)
     small, large = (pq.read_table(tmp_path / "sweep" / r["windows_file"]).to_pandas() for r in entry["budgets"])
-    assert small["derived"].all()  # every window's first request at 16 derived from its reply at 40
-    if method == "rank1":  # the real model ends some replies within 16 tokens (the same reply) and runs past in others
-        assert (large["reply_tokens"] <= 16).any() and (large["reply_tokens"] > 16).any()
+    assert small["derived"].all()  # every window's first request at 12 derived from its reply at 32
+    if method == "rank1":  # the real model ends some replies within 12 tokens (the same reply) and runs past in others
+        assert (large["reply_tokens"] <= 12).any() and (large["reply_tokens"] > 12).any()
+
+
+@pytest.mark.slow
+def test_unseeded_sampling_is_never_derived(tiny_vllm, few, tmp_path, capsys):
+    out = sweep_command(budgets=[4, 8], output=tmp_path / "s", **args(tiny_vllm, few, "rank1", temperature=0.9,
+                                                                        depth=3))
+    rows = next(iter(out["systems"].values()))["budgets"]
+    assert [r["derived_hits"] for r in rows] == [0, 0] and all(r["generated_tokens"] > 0 for r in rows)
+    err = capsys.readouterr().err
+    assert "rankk rerank: warning: --temperature 0.9 without --seed: unseeded sampling is never derived" in err
