@@ -151,18 +151,9 @@ def cached_rerun(run: Path, out: Path, model: str, topics: Path) -> tuple[dict, 
 @pytest.fixture(scope="module")
 def cands(tmp_path_factory, data) -> Path:
     """N_QUERIES DL19 queries x top N_CANDS candidates with text (a candidates JSONL)."""
-    src = data / "trec-dl" / "dl19" / "candidates" / "bm25.jsonl"
-    keep, seen = [], {}
-    for line in src.read_text().splitlines():
-        qid = json.loads(line)["qid"]
-        if qid not in seen and len(seen) == N_QUERIES:
-            continue
-        seen[qid] = seen.get(qid, 0) + 1
-        if seen[qid] <= N_CANDS:
-            keep.append(line)
-    path = tmp_path_factory.mktemp("faults-input") / "cands.jsonl"
-    path.write_text("\n".join(keep) + "\n")
-    return path
+    from conftest import dl19_candidates
+
+    return dl19_candidates(data, tmp_path_factory.mktemp("faults-input") / "cands.jsonl", N_QUERIES, N_CANDS)
 
 
 @pytest.fixture(scope="module")
