@@ -37,6 +37,8 @@ FIELDS: dict[str, tuple[str, str]] = {
                         "with a larger token budget (its first tokens, or the same reply; rerank/derive.py)"),
     "reply_tokens": ("int64", "generated tokens of the window's first request: the reply (thinking + answer) "
                               "under the budget, the forced follow-up excluded"),
+    "generated_tokens": ("int64", "tokens the engine actually generated for the window's requests (calls answered "
+                                  "from the cache or derived: 0); sums to the run's generated_tokens"),
     "score": ("float64", "pointwise score (rank1: p(true)), else null"),
     "logprobs": ("string", "JSON {identifier: logprob} the ranking was read from (first), else null"),
     "step": ("string", "heap/sort step of setwise and pairwise methods (build, extract), else null"),
@@ -44,7 +46,7 @@ FIELDS: dict[str, tuple[str, str]] = {
 }
 # fields a method sets; the scheduler owns the rest (finish_record)
 SCHEDULER_FIELDS = ("qid", "engine_call", "prompt_hash", "input_tokens", "output_tokens", "seconds", "cached",
-                    "derived", "reply_tokens")
+                    "derived", "reply_tokens", "generated_tokens")
 
 
 def _arrow(type_name: str):
@@ -81,6 +83,7 @@ def finish_record(rec: dict, qid: str) -> dict:
     rec["cached"] = bool(calls) and all(c.meta.get("cached", False) for c in calls)
     rec["derived"] = any(c.meta.get("derived", False) for c in calls)
     rec["reply_tokens"] = calls[0].meta.get("output_tokens", 0) if calls else 0
+    rec["generated_tokens"] = sum(c.meta.get("output_tokens", 0) for c in calls if not c.meta.get("cached", False))
     return rec
 
 
