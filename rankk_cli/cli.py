@@ -77,7 +77,8 @@ def retrieve(
 def rerank(
     run: Path = typer.Argument(..., help="Run to rerank (TREC/.gz/Parquet/JSON {qid: {docid: score}}), or a "
                                "candidates JSONL/Parquet with text."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Reranked run (.trec, .trec.gz, .parquet)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Reranked run (.trec, .trec.gz, .parquet); "
+                                          "with a --max-tokens list, the sweep's folder."),
     method: str = typer.Option(..., "--method", help=f"Reranking method: {', '.join(METHODS.names())} "
                                "('rankk methods' lists each one's options)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model directory, Hugging Face id, a .gguf "
@@ -96,7 +97,9 @@ def rerank(
     truncate: Optional[int] = typer.Option(None, "--truncate", help="Truncate passages to this many tokens."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Default: the method's."),
     top_p: float = typer.Option(1.0, "--top-p"),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Generation budget (default: the method's)."),
+    max_tokens: Optional[str] = typer.Option(None, "--max-tokens", help="Generation budget (default: the method's), "
+                                             "or a comma-separated list (256,512,1024): a thinking-budget sweep into "
+                                             "-o DIR, largest first, smaller budgets derived from its generations."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     force_max_tokens: int = typer.Option(256, "--force-max-tokens",
                                          help="Budget of the forced answer after a cut-off reply."),
@@ -119,7 +122,10 @@ def rerank(
     reuse_cache_across_stacks: bool = typer.Option(
         False, "--reuse-cache-across-stacks", help="Reuse cached answers made by another stack (other vLLM/torch/"
         "transformers version, device, dtype or model files); by default they are recomputed and counted."),
-    qrels: Optional[str] = typer.Option(None, "--qrels", help="Qrels file or ir_datasets id (method oracle)."),
+    qrels: Optional[str] = typer.Option(None, "--qrels", help="Qrels file or ir_datasets id (method oracle; a "
+                                        "--max-tokens sweep: evaluate every budget)."),
+    measures: List[str] = typer.Option([], "-m", "--measure", help="ir-measures measure for a --max-tokens sweep "
+                                       "with --qrels, repeatable (default nDCG@10)."),
     method_opt: List[str] = typer.Option([], "--method-opt", help="KEY=VALUE method option, repeatable "
                                          "(e.g. prp variant=sorting, rankr1 k=10 num_child=19)."),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="(qid, docid) pairs dropped before reranking "
@@ -127,17 +133,17 @@ def rerank(
                                            "...]}, BRIGHT's examples as JSONL, or 'qid<TAB>docid' lines."),
 ):
     """Rerank a run with an LLM: sliding windows, all queries batched per round, every engine call cached."""
-    from rankk_cli.rerank.pipeline import rerank_command
+    from rankk_cli.rerank.sweep import rerank_or_sweep
 
-    rerank_command(run=run, output=output, method=method, model=model, engine=engine, depth=depth, window=window,
-                   stride=stride, passes=passes, truncate=truncate, docs=docs, topics=topics,
-                   temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-                   force_max_tokens=force_max_tokens, tensor_parallel=tensor_parallel, max_model_len=max_model_len,
-                   gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_url),
-                   windows_out=windows_out, dry_run=dry_run, fmt=fmt, no_cache=no_cache, qrels=qrels,
-                   method_opts=tuple(method_opt), timeout=timeout, max_retries=max_retries, concurrency=concurrency,
-                   exclude=exclude, schedule=schedule,
-                   reuse_cache_across_stacks=reuse_cache_across_stacks)
+    rerank_or_sweep(run=run, output=output, method=method, model=model, engine=engine, depth=depth, window=window,
+                    stride=stride, passes=passes, truncate=truncate, docs=docs, topics=topics,
+                    temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                    force_max_tokens=force_max_tokens, tensor_parallel=tensor_parallel, max_model_len=max_model_len,
+                    gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_url),
+                    windows_out=windows_out, dry_run=dry_run, fmt=fmt, no_cache=no_cache, qrels=qrels,
+                    method_opts=tuple(method_opt), timeout=timeout, max_retries=max_retries, concurrency=concurrency,
+                    exclude=exclude, schedule=schedule,
+                    reuse_cache_across_stacks=reuse_cache_across_stacks, measures=tuple(measures))
 
 
 # ----------------------------------------------------------------------------------------------------------

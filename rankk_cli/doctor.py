@@ -211,7 +211,7 @@ def check_stack(state: dict) -> Check:
 
     engine = state.get("engine")
     if engine is not None:
-        record = type(engine).stack_record(engine.model, engine.options)
+        record = engine.stack()
         return Check("stack", OK, stack.describe(record) + " [tiny model]", required=False)
     return Check("stack", INFO, stack.describe(stack.software()) + " [no model]", required=False)
 

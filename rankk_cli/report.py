@@ -490,8 +490,6 @@ def _check_windows_match(run_path: Path, df) -> None:
 
 def render_plot(rep: Report) -> bytes:
     """The PNG (rankings per query, reasoning length per window) as bytes."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -541,6 +539,13 @@ def render_plot(rep: Report) -> bytes:
         ax2.set_title("Reasoning length")
     for ax in axes:
         ax.grid(alpha=0.3)
+    return figure_png(plt, fig)
+
+
+def figure_png(plt, fig) -> bytes:
+    """A finished matplotlib figure as PNG bytes (laid out tight; closed whatever happens)."""
+    import io
+
     fig.tight_layout()
     buf = io.BytesIO()
     try:
@@ -562,6 +567,14 @@ def report_command(root: Path, qrels: Sequence[str] = (), measures: Sequence[str
     """Every output path is checked before any work; the files are written together or not at all. ``fmt``
     json: ``Report.to_dict`` on stdout (whether or not -o writes the Markdown)."""
     from rankk_cli.outputs import check_not_input
+    from rankk_cli.rerank.sweep import SWEEP_FILE
+
+    if (Path(root) / SWEEP_FILE).is_file():  # a --max-tokens sweep folder: its own table (cost beside measures)
+        from rankk_cli.rerank.sweep import report_sweep
+
+        ignored = [flag for flag, given in (("--qrels", qrels), ("--baseline", baseline), ("--exclude", exclude),
+                                            ("--latex", latex)) if given]
+        return report_sweep(Path(root), output=output, plot_path=plot_path, fmt=fmt, ignored=ignored)
 
     outputs = {"-o/--output": output, "--latex": latex, "--plot": plot_path}
     check_outputs(outputs)

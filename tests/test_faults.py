@@ -36,7 +36,10 @@ from rankk_cli.rerank.pipeline import rerank_command
 
 # columns of OUT.windows.parquet that do not depend on timing, the cache or which attempt made the call
 DETERMINISTIC = ["qid", "pass", "start", "end", "docids", "prompt_hash", "raw", "forced_raw", "reasoning", "parsed",
-                 "ties", "outcome", "repairs", "input_tokens", "output_tokens", "score", "logprobs", "step", "note"]
+                 "ties", "outcome", "repairs", "input_tokens", "output_tokens", "score", "logprobs", "step", "note",
+                 "reply_tokens"]
+# what depends on where an answer came from (engine batch, cache, derivation from a larger budget)
+CACHE_DEPENDENT = {"engine_call", "seconds", "cached", "derived", "generated_tokens"}
 N_QUERIES, N_CANDS = 5, 10
 # depth 10, window 4, stride 2 -> 4 windows per query; the random tiny model is always cut off at 16 tokens, so
 # every window is a reply + a forced answer: 8 lockstep rounds, 8 engine calls, 40 requests
@@ -199,7 +202,7 @@ def test_lockstep_and_continuous_write_the_same_files(tmp_path, cands, topics, r
     got = pq.read_table(str(out) + ".windows.parquet")
     want = pq.read_table(str(reference["out"]) + ".windows.parquet")
     assert got.schema == want.schema and got.num_rows == want.num_rows == N_QUERIES * 4
-    assert set(got.column_names) - set(DETERMINISTIC) == {"engine_call", "seconds", "cached"}
+    assert set(got.column_names) - set(DETERMINISTIC) == CACHE_DEPENDENT
     keep = [c for c in got.column_names if c not in ("engine_call", "seconds")]
     assert got.select(keep).equals(want.select(keep))
     for key in ("windows", "requests", "cache_hits", "outcomes", "input_tokens", "output_tokens",

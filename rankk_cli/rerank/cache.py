@@ -34,6 +34,11 @@ The stack (``use_stack``): a completion stored under one stack digest answers a 
 (a row under another digest, or none -- older chunks -- is not reused; its key is counted in ``other_stack``)
 unless ``reuse_other_stacks`` is set. One key may then hold one row per stack; a lookup prefers the row of the
 current stack.
+
+Derivation columns (``derive.py``; absent in older chunks, whose rows are then never derived from): prefix_key
+(``Request.prefix_key``: the key without the token budget; null where nothing may be derived), budget (the
+request's token budget), token_ids (the generated token ids, list of int32). ``derivable`` is the one lookup:
+a completion of the same prefix key with a larger budget; its prefix-key index is built on first use.
 """
 
 from __future__ import annotations
@@ -132,6 +137,8 @@ class CallCache:
         self.stack_records: dict[str, dict] = {}  # digest -> record, written to the metadata of our chunks
         self.reuse_other_stacks = False
         self.other_stack: set[str] = set()  # keys found cached only under another stack (reused or not)
+        self._precent: dict[str, list[dict]] = {}  # prefix_key -> rows of _recent (derivable)
+        self._precent_n = 0  # rows of _recent already in _precent
         self._reset_index()
         if compact:
             self.compact()
@@ -154,6 +161,8 @@ class CallCache:
         self._names: list[str] = []  # indexed chunks, in index order
         self._starts = np.zeros(1, dtype=np.int64)  # position of each indexed chunk's first row; last = total
         self._index = np.empty(0, dtype=np.uint64)  # sorted packed entries
+        self._pindex = np.empty(0, dtype=np.uint64)  # the same for prefix_key (derivable), built on first use
+        self._pdone = 0  # chunks of self._names already in _pindex
 
     def __len__(self) -> int:
         np = self._np
@@ -206,14 +215,15 @@ class CallCache:
             del self._offsets[name]
         return added
 
-    def _candidates(self, key: str):
+    def _candidates(self, key: str, index=None):
         np = self._np
+        index = self._index if index is None else index
         p = np.uint64(_prefix(key))
-        lo = np.searchsorted(self._index, p << np.uint64(POS_BITS), side="left")
-        hi = np.searchsorted(self._index, (p + np.uint64(1)) << np.uint64(POS_BITS), side="left") \
-            if int(p) + 1 < (1 << PREFIX_BITS) else len(self._index)
+        lo = np.searchsorted(index, p << np.uint64(POS_BITS), side="left")
+        hi = np.searchsorted(index, (p + np.uint64(1)) << np.uint64(POS_BITS), side="left") \
+            if int(p) + 1 < (1 << PREFIX_BITS) else len(index)
         mask = np.uint64((1 << POS_BITS) - 1)
-        return [int(v & mask) for v in self._index[lo:hi]]
+        return [int(v & mask) for v in index[lo:hi]]
 
     def _in_index(self, key: str) -> bool:
         return self._lookup(key) is not None
@@ -228,19 +238,13 @@ class CallCache:
         row = self._lookup(key, stack)
         return row is not None and row.get("stack") == stack
 
-    def _lookup(self, key: str, stack: str | None = None) -> dict | None:
-        """The indexed row of ``key``: the one under ``stack`` when there is one, else the first found."""
+    def _reindexed(self, look):
+        """``look()``; a chunk compacted away by another process meanwhile (OSError): index again and look once
+        more (None if that fails too)."""
         for attempt in range(2):
             try:
-                first = None
-                for pos in self._candidates(key):
-                    row = self._row(pos)
-                    if row["key"] == key:
-                        if row.get("stack") == stack:
-                            return row
-                        first = first or row
-                return first
-            except OSError:  # compacted away by another process: index again, once
+                return look()
+            except OSError:
                 if attempt:
                     return None
                 self._files.clear()
@@ -249,20 +253,39 @@ class CallCache:
                 self.refresh()
         return None
 
-    def _row(self, pos: int) -> dict:
+    def _lookup(self, key: str, stack: str | None = None) -> dict | None:
+        """The indexed row of ``key``: the one under ``stack`` when there is one, else the first found."""
+        def look():
+            first = None
+            for pos in self._candidates(key):
+                row = self._row(pos)
+                if row["key"] == key:
+                    if row.get("stack") == stack:
+                        return row
+                    first = first or row
+            return first
+
+        return self._reindexed(look)
+
+    def _file(self, name: str):
+        """(ParquetFile, row-group starts) of an indexed chunk, kept open (the last KEEP_FILES)."""
         import pyarrow.parquet as pq
 
         np = self._np
-        cid = int(np.searchsorted(self._starts, pos, side="right")) - 1
-        name, i = self._names[cid], pos - int(self._starts[cid])
         if name not in self._files:
             pf = pq.ParquetFile(self.dir / name)
             sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
             self._files[name] = (pf, np.cumsum([0, *sizes]))
             while len(self._files) > KEEP_FILES:
                 self._files.popitem(last=False)
-        pf, starts = self._files[name]
         self._files.move_to_end(name)
+        return self._files[name]
+
+    def _row(self, pos: int) -> dict:
+        np = self._np
+        cid = int(np.searchsorted(self._starts, pos, side="right")) - 1
+        name, i = self._names[cid], pos - int(self._starts[cid])
+        pf, starts = self._file(name)
         g = int(np.searchsorted(starts, i, side="right")) - 1
         table = self._groups.get((name, g))
         if table is None:
@@ -313,13 +336,51 @@ class CallCache:
                           embedding=list(row["embedding"]) if row.get("embedding") is not None else None,
                           stop_reason=row.get("stop_reason"))
 
+    def derivable(self, prefix_key: str, budget: int) -> dict | None:
+        """The cached row (a dict with token_ids) of ``prefix_key`` whose budget is the smallest one >= ``budget``
+        (ties: the earliest written), or None. The derivation lookup (``derive.derive`` makes the answer)."""
+        np = self._np
+
+        def look():
+            recent = list(self._recent.values())[self._precent_n:]  # rows that arrived since the last look
+            self._precent_n += len(recent)
+            for r in recent:
+                if r.get("prefix_key") is not None:
+                    self._precent.setdefault(r["prefix_key"], []).append(r)
+            while self._pdone < len(self._names):  # index the prefix keys of chunks not seen yet
+                cid = self._pdone
+                pf = self._file(self._names[cid])[0]
+                self._pdone += 1
+                if "prefix_key" not in pf.schema_arrow.names:
+                    continue  # an older chunk: no token ids, never derived from
+                col = pf.read(columns=["prefix_key"]).column("prefix_key").combine_chunks()
+                keep = np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False))
+                if len(keep):
+                    pos = keep.astype(np.uint64) + np.uint64(int(self._starts[cid]))
+                    entries = (_prefixes(col.take(keep)) << np.uint64(POS_BITS)) | pos
+                    self._pindex = np.sort(np.concatenate([self._pindex, entries]))
+            return list(self._precent.get(prefix_key, ())) + [
+                r for r in (self._row(p) for p in self._candidates(prefix_key, self._pindex))
+                if r.get("prefix_key") == prefix_key]
+
+        rows = self._reindexed(look) or []
+        fits = [r for r in rows if r.get("token_ids") is not None and r.get("budget") is not None
+                and int(r["budget"]) >= budget and r.get("finish_reason") != "error"
+                # only what this stack generated (another stack's tokens are another answer), as for hits
+                and (self.stack is None or self.reuse_other_stacks or r.get("stack") == self.stack)]
+        if not fits:
+            return None
+        return min(fits, key=lambda r: (int(r["budget"]), float(r.get("created") or 0.0)))
+
     # ------------------------------------------------------------------------------------------------------
     # writing
 
-    def _rows(self, items: list[tuple[str, Completion]], engine: str, model: str) -> list[dict]:
+    def _rows(self, items: list[tuple], engine: str, model: str) -> list[dict]:
+        """Rows to store for items ``(key, completion)`` or ``(key, completion, (prefix_key, budget) or None)``."""
         rows, keys = [], set()
         now = time.time()
-        for key, c in items:
+        for key, c, *derivation in items:
+            prefix_key, budget = derivation[0] if derivation and derivation[0] else (None, None)  # None: not derivable
             if c.finish_reason == "error" or key in keys or self._has(key, self.stack):
                 continue
             keys.add(key)
@@ -328,7 +389,8 @@ class CallCache:
                          "output_tokens": int(c.output_tokens),
                          "logprobs": json.dumps(c.logprobs, ensure_ascii=False) if c.logprobs is not None else None,
                          "seconds": float(c.seconds), "created": now, "embedding": c.embedding,
-                         "stop_reason": c.stop_reason, "stack": self.stack})
+                         "stop_reason": c.stop_reason, "stack": self.stack, "prefix_key": prefix_key,
+                         "budget": budget, "token_ids": c.token_ids if prefix_key is not None else None})
         return rows
 
     def put_many(self, items: list[tuple[str, Completion]], engine: str = "", model: str = "") -> Path | None:
@@ -386,7 +448,8 @@ class CallCache:
                           ("text", pa.string()), ("finish_reason", pa.string()), ("input_tokens", pa.int64()),
                           ("output_tokens", pa.int64()), ("logprobs", pa.string()), ("seconds", pa.float64()),
                           ("created", pa.float64()), ("embedding", pa.list_(pa.float32())),
-                          ("stop_reason", pa.string()), ("stack", pa.string())])
+                          ("stop_reason", pa.string()), ("stack", pa.string()), ("prefix_key", pa.string()),
+                          ("budget", pa.int64()), ("token_ids", pa.list_(pa.int32()))])
 
     def _write_chunk(self, rows_or_table, stacks: dict | None = None) -> Path:
         """One chunk, atomically; its metadata holds the records of its rows' stacks (``stacks``, else those this

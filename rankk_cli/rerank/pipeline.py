@@ -189,6 +189,7 @@ def rerank(run: Run, texts: dict[str, str], queries: dict[str, str], method: "st
     summary = {
         "method": method_name, "schedule": sched.schedule, "queries": len(items), "windows": len(records),
         "engine_calls": st.engine_calls, "requests": st.requests, "cache_hits": st.cache_hits,
+        "derived_hits": st.derived_hits,
         "outcomes": {k: outcomes.get(k, 0) for k in OUTCOMES},
         "input_tokens": sum(r.get("input_tokens", 0) for r in records),
         "output_tokens": sum(r.get("output_tokens", 0) for r in records),
@@ -246,12 +247,12 @@ def _render_summary(summary: dict) -> None:
     from rich.table import Table
 
     table = Table(title="rerank outcomes", title_justify="left")
-    for k in ("windows", *OUTCOMES, "engine calls", "cache hits", "tokens in", "tokens out", "load s",
+    for k in ("windows", *OUTCOMES, "engine calls", "cache hits", "derived", "tokens in", "tokens out", "load s",
               "generate s", "rankk s", "wall s"):
         table.add_column(k, justify="right")
     o = summary["outcomes"]
     table.add_row(str(summary["windows"]), *(str(o[k]) for k in OUTCOMES), str(summary["engine_calls"]),
-                  str(summary["cache_hits"]), f"{summary['input_tokens']:,}", f"{summary['output_tokens']:,}",
+                  str(summary["cache_hits"]), str(summary.get("derived_hits", 0)), f"{summary['input_tokens']:,}", f"{summary['output_tokens']:,}",
                   *(f"{summary[k]:.1f}" for k in ("load_seconds", "generate_seconds", "rankk_seconds",
                                                   "wall_seconds")))
     Console(stderr=True, width=None if sys.stderr.isatty() else 200).print(table)  # piped: no cut-off headers
@@ -428,7 +429,6 @@ def _with_engine(spec: RerankSpec, run_table, texts, queries, engine_obj: Engine
             from rankk_cli.rerank.engines.base import NoEngine
 
             engine_obj = NoEngine(model or "none", sampling, EngineOptions())
-        stack_cls = type(engine_obj) if engine_obj is not None else spec.engine_cls
         if engine_obj is None:
             from rankk_cli.rerank.engines.base import LazyEngine
 
@@ -442,7 +442,7 @@ def _with_engine(spec: RerankSpec, run_table, texts, queries, engine_obj: Engine
 
         cache = None if spec.no_cache else CallCache()
         # what would answer, known before any engine call (the model is not loaded for it)
-        stack_record = stack_cls.stack_record(engine_obj.model, engine_obj.options)
+        stack_record = engine_obj.stack()
         if cache is not None:
             cache.use_stack(stack_record, reuse_other_stacks=spec.reuse_cache_across_stacks)
         truncate = spec.config.truncate
@@ -468,8 +468,11 @@ def _with_engine(spec: RerankSpec, run_table, texts, queries, engine_obj: Engine
         if built is not None:
             summary["model_loaded"] = built.loaded
             if not built.loaded and summary["requests"] == 0:
-                sys.stderr.write(f"rankk rerank: all {summary['cache_hits']} engine requests answered from the call "
-                                 "cache; the model was not loaded (--no-cache recomputes)\n")
+                derived = (f" ({summary['derived_hits']} derived from completions with a larger --max-tokens)"
+                           if summary["derived_hits"] else "")
+                sys.stderr.write(f"rankk rerank: all {summary['cache_hits'] + summary['derived_hits']} engine "
+                                 f"requests answered from the call cache{derived}; the model was not loaded "
+                                 "(--no-cache recomputes)\n")
         if summary["engine_errors"]:  # a "reranked" file with failed windows in input order is no result
             first = " ".join(str(summary.get("first_engine_error")).split())[:240]
             kept = (f"the {len(cache)} finished requests are in the call cache: run the same command again (once "

@@ -35,6 +35,12 @@ FIELDS: dict[str, tuple[str, str]] = {
     "output_tokens": ("int64", "generated tokens of the window's requests"),
     "seconds": ("float64", "engine (generate) seconds of the window's requests; 0 for calls from the cache"),
     "cached": ("bool", "every request of the window came from the call cache"),
+    "derived": ("bool", "some request of the window was derived from a cached completion of the same request "
+                        "with a larger token budget (its first tokens, or the same reply; rerank/derive.py)"),
+    "reply_tokens": ("int64", "generated tokens of the window's first request: the reply (thinking + answer) "
+                              "under the budget, the forced follow-up excluded"),
+    "generated_tokens": ("int64", "tokens the engine actually generated for the window's requests (calls answered "
+                                  "from the cache or derived: 0); sums to the run's generated_tokens"),
     "score": ("float64", "pointwise score (rank1: p(true)), else null"),
     "logprobs": ("string", "JSON {identifier: logprob} the ranking was read from (first), the score tokens' "
                            "(erank), else null"),
@@ -46,7 +52,8 @@ FIELDS: dict[str, tuple[str, str]] = {
 # numeric fields that can never be negative (checked when a windows file is read)
 NON_NEGATIVE = ("input_tokens", "output_tokens", "seconds")
 # fields a method sets; the scheduler owns the rest (finish_record)
-SCHEDULER_FIELDS = ("qid", "engine_call", "prompt_hash", "input_tokens", "output_tokens", "seconds", "cached")
+SCHEDULER_FIELDS = ("qid", "engine_call", "prompt_hash", "input_tokens", "output_tokens", "seconds", "cached",
+                    "derived", "reply_tokens", "generated_tokens")
 
 
 def _arrow(type_name: str):
@@ -81,6 +88,9 @@ def finish_record(rec: dict, qid: str) -> dict:
     # engine seconds of the calls actually made: a call answered from the cache cost nothing (``cached`` says so)
     rec["seconds"] = sum(c.meta.get("seconds", 0.0) for c in calls if not c.meta.get("cached", False))
     rec["cached"] = bool(calls) and all(c.meta.get("cached", False) for c in calls)
+    rec["derived"] = any(c.meta.get("derived", False) for c in calls)
+    rec["reply_tokens"] = calls[0].meta.get("output_tokens", 0) if calls else 0
+    rec["generated_tokens"] = sum(c.meta.get("output_tokens", 0) for c in calls if not c.meta.get("cached", False))
     return rec
 
 

@@ -13,7 +13,10 @@ window, its forced follow-up, or all of its pointwise pairs -- and receives thei
   lists finish early. Each round's completions are written as one cache chunk.
 
 Either way the call cache answers first (a miss looks once more at chunks other processes wrote meanwhile), and
-greedy decoding gives the same answers: only batch composition differs.
+greedy decoding gives the same answers: only batch composition differs. A request the cache does not hold may
+still be DERIVED from a cached completion of the same request with a larger token budget (``derive.py``: the
+same reply, or its first tokens cut off at this budget); such answers count as ``derived_hits``, not
+``cache_hits``, and are marked ``derived`` in the window records. They are not stored again.
 
 ``engine_calls`` counts the times the engine handed back a batch of finished answers: under lockstep one per
 round (one ``generate``), under continuous one per ``poll`` that returned answers (vLLM: an engine step in which
@@ -45,6 +48,7 @@ class RunStats:
     engine_calls: int = 0  # batches of answers: generate() calls (lockstep), polls that returned answers (continuous)
     requests: int = 0  # requests sent to the engine
     cache_hits: int = 0
+    derived_hits: int = 0  # answered by derivation from a cached completion with a larger budget (derive.py)
     input_tokens: int = 0
     output_tokens: int = 0
     engine_seconds: float = 0.0
@@ -81,8 +85,25 @@ class Scheduler:
         self.stats = RunStats()
 
     def key(self, call: Call) -> str:
+        """The call-cache key of ``call``; also sets ``meta["prefix"]``: (prefix key, budget) for derivation, or
+        None where nothing may be derived (unseeded sampling)."""
         name, model, sampling = self.key_parts
+        pk = call.request.prefix_key(name, model, sampling)
+        call.meta["prefix"] = (pk, call.request.budget(sampling)) if pk is not None else None
         return call.request.key(name, model, sampling)
+
+    def _derive(self, call: Call) -> Completion | None:
+        """The answer derived from a cached completion of the same request with a larger budget, or None."""
+        prefix = call.meta.get("prefix")
+        if prefix is None or self.cache is None:
+            return None
+        row = self.cache.derivable(*prefix)
+        if row is None:
+            return None
+        from rankk_cli.rerank import derive
+
+        tokenizer = derive.tokenizer_for(self.key_parts[1]) if len(row["token_ids"]) > prefix[1] else None
+        return derive.derive(row, call.request, prefix[1], tokenizer)
 
     def _answer(self, calls: list[Call]) -> list[Completion]:
         """Answer one round's calls: cache first, then ONE engine call for the rest."""
@@ -124,7 +145,7 @@ class Scheduler:
                 out[i] = c
                 calls[i].meta.update(engine_call=index, cached=False)
             if self.cache is not None:  # right away: a run killed after this line repeats nothing
-                self.cache.put_many([(calls[i].meta["key"], out[i]) for i in misses],
+                self.cache.put_many([(calls[i].meta["key"], out[i], calls[i].meta["prefix"]) for i in misses],
                                     engine=self.key_parts[0], model=self.key_parts[1])
         for call, c in zip(calls, out):
             call.meta.update(input_tokens=c.input_tokens, output_tokens=c.output_tokens, seconds=c.seconds)
@@ -176,12 +197,16 @@ class Scheduler:
         misses = []
         for i in idx:
             hit = self.cache.get(calls[i].meta["key"]) if self.cache is not None else None
+            derived = hit is None and (hit := self._derive(calls[i])) is not None
             if hit is None:
                 misses.append(i)
                 continue
             out[i] = hit
-            calls[i].meta.update(engine_call=-1, cached=True)
-            self.stats.cache_hits += 1
+            calls[i].meta.update(engine_call=-1, cached=True, derived=derived)
+            if derived:
+                self.stats.derived_hits += 1
+            else:
+                self.stats.cache_hits += 1
         return misses
 
     def _run_continuous(self, method: Method, queries) -> dict[str, QueryResult]:
@@ -271,7 +296,7 @@ class Scheduler:
                     call.meta.update(engine_call=index, cached=False)
                     self.stats.input_tokens += c.input_tokens
                     self.stats.output_tokens += c.output_tokens
-                    store.append((call.meta["key"], c))
+                    store.append((call.meta["key"], c, call.meta["prefix"]))
                     state[3] -= 1
                     if state[3] == 0:
                         ready.append(qid)

@@ -97,6 +97,24 @@ class Request:
                            "request": self.to_json()}, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
+    def budget(self, sampling: Sampling) -> int:
+        """The token budget this request generates under: its own ``max_tokens``, else the run's."""
+        return self.max_tokens if self.max_tokens is not None else sampling.max_tokens
+
+    def prefix_key(self, engine: str, model: str, sampling: Sampling) -> str | None:
+        """The derivation key (``rankk_cli.rerank.derive``): hash of everything of ``key`` EXCEPT the token budget
+        (the request's and the run's ``max_tokens``, replaced by nothing), so completions of one prompt under
+        different budgets share it. None where a completion at one budget does not determine the answer at a
+        smaller one: sampling without a seed (temperature > 0, no --seed) and embedding requests."""
+        temperature = self.temperature if self.temperature is not None else sampling.temperature
+        if self.embed is not None or (temperature > 0 and sampling.seed is None):
+            return None
+        s = {k: v for k, v in asdict(sampling).items() if k != "max_tokens"}
+        r = {k: v for k, v in self.to_json().items() if k != "max_tokens"}
+        blob = json.dumps({"engine": engine, "model": model, "sampling": s, "request": r, "derive": 1},
+                          sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
 
 @dataclass
 class Completion:
@@ -117,6 +135,10 @@ class Completion:
     # why a "stop" finish stopped: the stop string that matched (vLLM leaves it out of ``text``), ``"<token N>"``
     # for a stop token id, None for end-of-sequence (or unknown: completions cached before this field existed)
     stop_reason: str | None = None
+    # the generated token ids (vllm engine; kept in the call cache so a smaller budget can be derived from them)
+    token_ids: list[int] | None = None
+    # answered by derivation from a cached completion of the same prompt with a larger budget (derive.py)
+    derived: bool = False
 
     @property
     def cut_off(self) -> bool:
@@ -202,6 +224,11 @@ class Engine(ABC):
 
         return stack.client_record(cls.name)
 
+    def stack(self) -> dict:
+        """This engine's ``stack_record`` (what the pipeline and doctor ask; a LazyEngine answers for the engine it
+        stands in for, without building it)."""
+        return type(self).stack_record(self.model, self.options)
+
     @abstractmethod
     def generate(self, requests: list[Request]) -> list[Completion]:
         """Generate for all requests in ONE batched call; same order as given."""
@@ -272,6 +299,15 @@ class LazyEngine(Engine):
     @property
     def loaded(self) -> bool:
         return self._real is not None
+
+    def stack(self) -> dict:
+        if self._real is not None:
+            return self._real.stack()
+        from rankk_cli.rerank.engines import ENGINES
+
+        if self.name in ENGINES.entries:  # the registry engine it stands in for (not the LazyEngine class)
+            return ENGINES.get(self.name).stack_record(self.model, self.options)
+        return super().stack()
 
     def real(self) -> Engine:
         if self._real is None:

@@ -45,6 +45,23 @@ def _one_line(exc: BaseException) -> str:
     return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
 
 
+def render_ids(tokenizer, request: Request) -> list[int]:
+    """Token ids of a request's prompt: raw text as the model's tokenizer encodes it, or the chat template
+    (generation prompt added, or the final assistant message continued). Needs the tokenizer only (derive.py
+    renders prompts with it, without vLLM)."""
+    if request.messages is not None:
+        messages = [{"role": r, "content": c} for r, c in request.messages]
+        if request.continue_final:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
+                                                 continue_final_message=True)
+        else:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(tokenizer.encode(text, add_special_tokens=False))
+    if request.prompt is None:
+        raise ValueError("request has neither messages nor prompt")
+    return list(tokenizer.encode(request.prompt))
+
+
 class VLLMEngine(Engine):
     name = "vllm"
     uses = frozenset({"tensor_parallel", "max_model_len", "gpu_memory_utilization", "dtype"})
@@ -139,19 +156,7 @@ class VLLMEngine(Engine):
         return truncate_tokens(self.tokenizer, text, max_tokens)
 
     def render(self, request: Request) -> list[int]:
-        """Token ids of a request's prompt: raw text as the model's tokenizer encodes it, or the chat template
-        (generation prompt added, or the final assistant message continued)."""
-        if request.messages is not None:
-            messages = [{"role": r, "content": c} for r, c in request.messages]
-            if request.continue_final:
-                text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
-                                                          continue_final_message=True)
-            else:
-                text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return list(self.tokenizer.encode(text, add_special_tokens=False))
-        if request.prompt is None:
-            raise ValueError("request has neither messages nor prompt")
-        return list(self.tokenizer.encode(request.prompt))
+        return render_ids(self.tokenizer, request)
 
     def allowed_ids(self, strings: tuple[str, ...]) -> list[int]:
         return allowed_token_ids(self.tokenizer, strings)
@@ -258,6 +263,7 @@ class VLLMEngine(Engine):
         self.stats.output_tokens += n_out
         return Completion(text=o.text, finish_reason=reason, input_tokens=n_in, output_tokens=n_out,
                           logprobs=lps, seconds=seconds, stop_reason=stop_reason_text(getattr(o, "stop_reason", None)),
+                          token_ids=[int(t) for t in o.token_ids],
                           error=None if reason != "error" else f"vLLM finish_reason {o.finish_reason!r}")
 
     # ------------------------------------------------------------------------------------------------------
