@@ -105,6 +105,8 @@ def rerank(
                                          help="Budget of the forced answer after a cut-off reply."),
     tensor_parallel: int = typer.Option(1, "--tensor-parallel"),
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Model dtype (--engine vllm): auto | bfloat16 | "
+                                        "float16 | float32 (default: vLLM's auto; part of the stack)."),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization"),
     base_url: List[str] = typer.Option([], "--base-url", help="OpenAI-compatible server URL, repeatable."),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds per HTTP attempt (--engine openai)."),
@@ -139,7 +141,7 @@ def rerank(
                     stride=stride, passes=passes, truncate=truncate, docs=docs, topics=topics,
                     temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                     force_max_tokens=force_max_tokens, tensor_parallel=tensor_parallel, max_model_len=max_model_len,
-                    gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_url),
+                    dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_url),
                     windows_out=windows_out, dry_run=dry_run, fmt=fmt, no_cache=no_cache, qrels=qrels,
                     method_opts=tuple(method_opt), timeout=timeout, max_retries=max_retries, concurrency=concurrency,
                     exclude=exclude, schedule=schedule,

@@ -50,6 +50,7 @@ def test_spec_holds_the_validated_parts(inputs, tmp_path):
     ({"tensor_parallel": 0}, "--tensor-parallel: expected an integer >= 1"),
     ({"gpu_memory_utilization": 1.5}, "--gpu-memory-utilization: expected a fraction in (0, 1]"),
     ({"max_model_len": 0}, "--max-model-len: expected an integer >= 1"),
+    ({"dtype": "fp8"}, "--dtype: expected one of auto, bfloat16, float16, float32"),
     ({"fmt": "yaml"}, "--format: expected one of table, json"),
     ({"schedule": "fifo"}, "--schedule: expected one of continuous, lockstep"),
     ({"stride": 5}, "--stride: expected at most --window (4)"),
@@ -73,6 +74,8 @@ def test_flags_the_engine_does_not_read_are_warned_about(inputs, tmp_path, capsy
     assert spec.warnings == ["--timeout, --concurrency ignored: engine vllm does not use them"]
     spec = build(inputs, tmp_path, engine="openai", max_model_len=4096)
     assert spec.warnings == ["--max-model-len ignored: engine openai does not use it"]
+    spec = build(inputs, tmp_path, engine="vllm", dtype="float32")
+    assert spec.warnings == [] and spec.engine_options.dtype == "float32"
     # a method that needs no engine: engine flags are not its concern, its own ignored flags are
     spec = build(inputs, tmp_path, method="oracle", qrels=str(inputs["qrels"]), window=None, stride=None,
                  concurrency=8)

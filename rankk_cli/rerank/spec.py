@@ -34,7 +34,7 @@ DEFAULT_MAX_TOKENS = 4096  # when neither the user nor the method sets a budget
 
 # EngineOptions field -> the rerank flag that sets it (for the "ignored" warning)
 ENGINE_FLAGS = {"tensor_parallel": "--tensor-parallel", "max_model_len": "--max-model-len",
-                "gpu_memory_utilization": "--gpu-memory-utilization", "base_urls": "--base-url",
+                "gpu_memory_utilization": "--gpu-memory-utilization", "dtype": "--dtype", "base_urls": "--base-url",
                 "timeout_s": "--timeout", "max_retries": "--max-retries", "concurrency": "--concurrency"}
 
 
@@ -131,7 +131,8 @@ class RerankSpec:
               passes: int = 1, truncate: int | None = None, docs: str | None = None, topics: str | None = None,
               temperature: float | None = None, top_p: float = 1.0, max_tokens: int | None = None,
               seed: int | None = None, force_max_tokens: int = 256, tensor_parallel: int = 1,
-              max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
+              max_model_len: int | None = None, dtype: str | None = None,
+              gpu_memory_utilization: float | None = None,
               base_urls: tuple[str, ...] = (), windows_out: Path | None = None, dry_run: bool = False,
               fmt: str = "table", no_cache: bool = False, qrels: str | None = None,
               method_opts: tuple[str, ...] = (), timeout: float = 600.0, max_retries: int = 4,
@@ -171,7 +172,7 @@ class RerankSpec:
         # 4. the engine: looked up once (also for methods that need none: a typo is never ignored); the engine
         # class checks its own flags
         engine_cls = ENGINES.get(engine)
-        options = EngineOptions(tensor_parallel=tensor_parallel, max_model_len=max_model_len,
+        options = EngineOptions(tensor_parallel=tensor_parallel, max_model_len=max_model_len, dtype=dtype,
                                 gpu_memory_utilization=gpu_memory_utilization, base_urls=tuple(base_urls),
                                 timeout_s=timeout, max_retries=max_retries, concurrency=concurrency)
         options = engine_cls.check_options(options)

@@ -62,6 +62,9 @@ def render_ids(tokenizer, request: Request) -> list[int]:
     return list(tokenizer.encode(request.prompt))
 
 
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
 class VLLMEngine(Engine):
     name = "vllm"
     uses = frozenset({"tensor_parallel", "max_model_len", "gpu_memory_utilization", "dtype"})
@@ -72,6 +75,8 @@ class VLLMEngine(Engine):
             raise RankkError(f"--tensor-parallel: expected an integer >= 1, found {options.tensor_parallel}")
         if options.max_model_len is not None and options.max_model_len < 1:
             raise RankkError(f"--max-model-len: expected an integer >= 1, found {options.max_model_len}")
+        if options.dtype is not None and options.dtype not in DTYPES:
+            raise RankkError(f"--dtype: expected one of {', '.join(DTYPES)}, found {options.dtype!r}")
         g = options.gpu_memory_utilization
         if g is not None and not 0 < g <= 1:
             raise RankkError(f"--gpu-memory-utilization: expected a fraction in (0, 1], found {g}")
