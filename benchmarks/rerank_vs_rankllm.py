@@ -48,11 +48,11 @@ SYSTEMS = ("rankk", "rankllm", "floor")
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _args import add_windowing
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--queries", type=int, default=43)
-    ap.add_argument("--depth", type=int, default=100)
-    ap.add_argument("--window", type=int, default=20)
-    ap.add_argument("--stride", type=int, default=10)
+    add_windowing(ap)
     ap.add_argument("--tokens", type=int, default=64, help="forced output tokens of every request")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--schedule", choices=("continuous", "lockstep"), default="continuous")

@@ -57,11 +57,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _args import add_windowing
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--queries", type=int, default=43)
-    ap.add_argument("--depth", type=int, default=100)
-    ap.add_argument("--window", type=int, default=20)
-    ap.add_argument("--stride", type=int, default=10)
+    add_windowing(ap)
     ap.add_argument("--truncate", type=int, default=64, help="passage tokens")
     ap.add_argument("--seed", type=int, default=0, help="seed of the drawn output lengths")
     ap.add_argument("--median", type=float, default=128)
