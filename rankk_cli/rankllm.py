@@ -30,7 +30,8 @@ import re
 import zlib
 from pathlib import Path
 
-from rankk_cli.errors import bad_id, file_error, show
+from rankk_cli.errors import file_error, show
+from rankk_cli.runs import checked_id
 
 TEXT_KEYS = ("text", "segment", "contents", "content", "body", "passage")
 SHAPE = '{"query": {"text", "qid"}, "candidates": [{"docid", "score", "doc": {...}}]}'
@@ -111,15 +112,7 @@ def is_output_path(path: str | Path) -> bool:
 
 
 def _id(value, what: str, path: Path, lineno: int, where: str = "") -> str:
-    where = f"{where}: " if where else ""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise file_error(path, lineno, f"{where}expected {what} to be a string or integer, found "
-                         f"{json.dumps(value)}")
-    value = str(value)
-    if bad_id(value):
-        raise file_error(path, lineno, f"{where}expected {what} to be a non-empty id without spaces or control "
-                         f"characters, found {show(value)}")
-    return value
+    return checked_id(value, what, path, lineno, before=f"{where}: " if where else "")
 
 
 def doc_text(doc: dict, path: Path, lineno: int, where: str) -> str:

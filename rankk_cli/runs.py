@@ -607,15 +607,17 @@ def load_json(text: str, path: Path, expected: str):
         raise file_error(path, None, f"expected {expected}, found JSON rankk cannot load ({reason})") from None
 
 
-def checked_id(value, label: str, path, line: int | None, where: str = "") -> str:
+def checked_id(value, label: str, path, line: int | None, where: str = "", before: str = "") -> str:
     """A JSON value used as a qid/docid, as a string: a string or an integer (not a bool, float, list...) that a
     TREC file can hold (``bad_id``); else ``FILE[:LINE]: expected {label} ...``. ``label`` says which id, e.g.
-    ``'docid'`` or ``each docid``; ``where`` follows it, e.g. `` (qid 'q1')``."""
+    ``'docid'`` or ``each docid``; ``where`` follows it, e.g. `` (qid 'q1')``; ``before`` precedes the message,
+    e.g. ``candidate 3: ``."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise file_error(path, line, f"expected {label} to be a string{where}, found {json_kind(value)}")
+        raise file_error(path, line, f"{before}expected {label} to be a string or integer{where}, found "
+                         f"{json_kind(value)}")
     value = str(value)
     if bad_id(value):
-        raise file_error(path, line, f"expected {label} to be a non-empty id without spaces or control characters "
+        raise file_error(path, line, f"{before}expected {label} to be a non-empty id without spaces or control characters "
                          f"(a TREC run cannot hold it){where}, found {show(value)}")
     return value
 

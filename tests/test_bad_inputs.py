@@ -352,7 +352,8 @@ CASES = [
                  '["q1", "d1"]', name="excluded.json"),
     case_exclude("exclude: JSON docids not a list", "{w}/excluded.json: expected qid 'q1' to map to a list of docids, "
                  "found a string", '{"q1": "d1"}', name="excluded.json"),
-    case_exclude("exclude: JSON docid a number with a fraction", "expected each docid to be a string (qid 'q1'), "
+    case_exclude("exclude: JSON docid a number with a fraction", "expected each docid to be a string or integer "
+                 "(qid 'q1'), "
                  "found the number '1.5'", '{"q1": [1.5]}', name="excluded.json"),
     case_exclude("exclude: JSON repeated qid", "{w}/excluded.json: expected each qid once, found qid 'q1' twice",
                  '{"q1": ["d1"], "q1": ["d2"]}', name="excluded.json"),

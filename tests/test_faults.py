@@ -37,7 +37,7 @@ from rankk_cli.rerank.pipeline import rerank_command
 # columns of OUT.windows.parquet that do not depend on timing, the cache or which attempt made the call
 DETERMINISTIC = ["qid", "pass", "start", "end", "docids", "prompt_hash", "raw", "forced_raw", "reasoning", "parsed",
                  "ties", "outcome", "repairs", "input_tokens", "output_tokens", "score", "logprobs", "step", "note",
-                 "reply_tokens"]
+                 "reply_tokens", "scores"]
 # what depends on where an answer came from (engine batch, cache, derivation from a larger budget)
 CACHE_DEPENDENT = {"engine_call", "seconds", "cached", "derived", "generated_tokens"}
 N_QUERIES, N_CANDS = 5, 10
@@ -130,8 +130,13 @@ class NoCallEngine(Engine):
     name = "vllm"
 
     def __init__(self, model: str):
-        super().__init__(model, Sampling(), EngineOptions())
+        super().__init__(model, Sampling(), EngineOptions(max_model_len=4096))  # VLLM_FLAGS' --max-model-len
         self.requests = 0
+
+    def stack(self) -> dict:  # the stack the CLI's vllm engine recorded with its answers (same model, options)
+        from rankk_cli.rerank.engines.vllm import VLLMEngine
+
+        return VLLMEngine.stack_record(self.model, self.options)
 
     def generate(self, requests):
         self.requests += len(requests)
