@@ -33,7 +33,7 @@ from rankk_cli.errors import RankkError, file_error, show
 from rankk_cli.outputs import check_outputs, commit_outputs
 from rankk_cli.rerank.records import WINDOWS_SUFFIX
 
-RUN_SUFFIXES = (".trec", ".trec.gz", ".txt", ".run", ".parquet", ".json", ".gz")
+RUN_SUFFIXES = (".trec", ".trec.gz", ".txt", ".run", ".parquet", ".json", ".jsonl", ".gz")
 BETTER, WORSE = "†", "‡"
 
 

@@ -522,9 +522,9 @@ def read_parquet_run(path: str | Path, name: str | None = None) -> Run:
 
 
 def run_name(path: str | Path) -> str:
-    """A display name for a run file: the file name without .gz/.json/.trec/.txt/.run/.parquet."""
+    """A display name for a run file: the file name without .gz/.jsonl/.json/.trec/.txt/.run/.tsv/.parquet."""
     name = Path(path).name
-    for suffix in (".gz", ".json", ".trec", ".txt", ".run", ".tsv", ".parquet"):
+    for suffix in (".gz", ".jsonl", ".json", ".trec", ".txt", ".run", ".tsv", ".parquet"):
         if name.endswith(suffix) and len(name) > len(suffix):
             name = name[: -len(suffix)]
     return name

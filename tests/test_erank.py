@@ -11,8 +11,9 @@ import pytest
 from rankk_cli.errors import RankkError
 from rankk_cli.rerank.engines.base import Completion
 from rankk_cli.rerank.methods import METHODS
-from rankk_cli.rerank.methods.base import FAILED, FORCED, OK, RerankConfig, method_options
-from rankk_cli.rerank.methods.erank import (ERank, expected_score, render, score_logprobs, written_score)
+from rankk_cli.rerank.methods.base import FAILED, FORCED, OK, REPAIRED, RerankConfig, method_options
+from rankk_cli.rerank.methods.erank import (ERank, bare_score, expected_score, render, score_logprobs,
+                                           written_score)
 from test_parsers import cands, drive
 
 ERANK_GOLDEN = (
@@ -107,10 +108,11 @@ def test_erank_paper_score_is_s_times_p_s():
 
 
 # SmolLM2-135M-Instruct on ERank's prompt (DL19, BM25 top passages, greedy, through rankk's vLLM engine): it
-# writes a bare "0" and a sentence and stops at end of sequence -- never <answer>, never </think>. The "0" is not
-# read as the answer (it is not in ERank's format); the pair is forced, and the forced one-token answer's
-# score-token log-probabilities (below, as vLLM returned them: every allowed token, "10" splits into "1" "0" on
-# this tokenizer, so no "10") give the expected value.
+# writes a bare "0" and a sentence and stops at end of sequence -- never <answer>, never </think>. The answer is
+# there, out of format: it is read (outcome repaired, the repair named, score 0), not forced. A reply without
+# such a line is forced, and the forced one-token answer's score-token log-probabilities (below, as vLLM returned
+# them on that real run: every allowed token, "10" splits into "1" "0" on this tokenizer, so no "10") give the
+# expected value.
 SMOLLM2_REPLY = "0\n\nThe document is not related to the query."
 SMOLLM2_FORCED_LOGPROBS = {"0": -6.100621223449707, "1": -4.350621223449707, "2": -3.350621223449707,
                            "3": -4.350621223449707, "4": -5.850621223449707, "5": -4.350621223449707,
@@ -118,10 +120,26 @@ SMOLLM2_FORCED_LOGPROBS = {"0": -6.100621223449707, "1": -4.350621223449707, "2"
                            "9": -7.725621223449707}
 
 
-def test_real_smollm2_reply_without_answer_is_forced_and_scored_by_expected_value():
+def test_real_smollm2_bare_integer_is_a_repaired_answer_no_forced_call():
+    def replies(calls, step):
+        assert step == 1, "a bare integer answer needs no further call"
+        return [Completion(SMOLLM2_REPLY, "stop", stop_reason=None)]
+
+    res, steps = drive(ERank(RerankConfig()), cands(1), replies)
+    (rec,) = res.records
+    assert [len(s) for s in steps] == [1]
+    assert rec["outcome"] == REPAIRED and rec["parsed"] == [0] and res.scores["d0"] == 0.0
+    assert "bare integer 0" in rec["repairs"] and "no '<answer>' tag" in rec["repairs"]
+    assert [bare_score(t) for t in ("0\n\nx", " 7", "10\n", "11\n", "1. The", "3 is", "<think>5", "")] == [
+        0, 7, 10, None, None, None, None, None]
+
+
+def test_real_smollm2_prose_without_answer_is_forced_and_scored_by_expected_value():
+    prose = SMOLLM2_REPLY.split("\n\n", 1)[1]  # the same reply without its bare "0" line
+
     def replies(calls, step):
         if step == 1:
-            return [Completion(SMOLLM2_REPLY, "stop", stop_reason=None)]
+            return [Completion(prose, "stop", stop_reason=None)]
         return [Completion("2", "length", logprobs=[SMOLLM2_FORCED_LOGPROBS])]
 
     res, steps = drive(ERank(RerankConfig()), cands(1), replies)
@@ -131,4 +149,4 @@ def test_real_smollm2_reply_without_answer_is_forced_and_scored_by_expected_valu
     p = {int(k): math.exp(v) for k, v in SMOLLM2_FORCED_LOGPROBS.items()}
     want = sum(k * v for k, v in p.items()) / sum(p.values())
     assert abs(res.scores["d0"] - want) < 1e-9 and abs(want - 2.6324) < 1e-3  # as the real run recorded
-    assert steps[1][0].request.messages[-1] == ("assistant", SMOLLM2_REPLY + "\n</think>\n<answer>")
+    assert steps[1][0].request.messages[-1] == ("assistant", prose + "\n</think>\n<answer>")

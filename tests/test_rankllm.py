@@ -80,6 +80,27 @@ def test_round_trip_rerank_writes_rankllm_results_that_read_again(rankk, request
     assert row["measure"] == "nDCG@3" and row["value"] == pytest.approx(1.0)  # the oracle's order, read back
 
 
+def test_report_reads_rankllm_jsonl_runs_as_systems(rankk, request_file, tmp_path):
+    """A RankLLM request file and rankk's ``-o X.jsonl`` result sit in a report folder like any run: each is a
+    system named without its suffix, scored, and nothing is listed as unread."""
+    ds = tmp_path / "report" / "toy"
+    ds.mkdir(parents=True)
+    (ds / "qrels.txt").write_text(GOLDEN_QRELS)
+    (ds / "bm25.jsonl").write_text(GOLDEN_REQUEST)
+    proc = rankk("rerank", request_file, "-o", ds / "oracle.jsonl", "--method", "oracle", "--qrels",
+                 ds / "qrels.txt", "--depth", "3")
+    assert proc.returncode == 0, proc.stderr
+    proc = rankk("report", tmp_path / "report", "-m", "nDCG@3", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert "not read" not in proc.stderr
+    table = json.loads(proc.stdout)
+    systems = {row["system"]: row for row in table["systems"]}
+    assert set(systems) == {"bm25", "oracle"} and table["baseline"] == "bm25" and table["queries"] == {"toy": 2}
+    assert systems["oracle"]["values"]["toy"]["nDCG@3"] == pytest.approx(1.0)
+    assert systems["bm25"]["values"]["toy"]["nDCG@3"] < 1.0
+    assert systems["oracle"]["cost"] is not None  # its windows file (oracle.jsonl.windows.parquet) was read
+
+
 def test_a_trec_run_with_docs_is_written_with_contents_for_every_candidate(request_file, tmp_path, capsys):
     from rankk_cli.rerank.pipeline import rerank_command
 

@@ -159,9 +159,14 @@ def check_erank(row: dict) -> None:
         m = re.search(r"</think>.*<answer>\s*(\d+)", raw, re.S)
         assert m and 0 <= int(m.group(1)) <= 10 and row["parsed"] == [int(m.group(1))], row
         assert 0.0 <= row["score"] <= 10.0 and not row["repairs"], row
+    elif outcome == "repaired":  # no <answer>, the reply's first line an integer 0..10 alone: that is the score
+        m = re.match(r"\s*(\d+)[ \t]*(?:\n|$)", raw)
+        assert m and "<answer>" not in raw and 0 <= int(m.group(1)) <= 10, row
+        assert row["parsed"] == [int(m.group(1))] and row["score"] == float(m.group(1)), row
+        assert f"bare integer {m.group(1)}" in row["repairs"], row
     elif outcome == "forced":
         assert re.fullmatch(r"\s*(\d+)\s*", row["forced_raw"] or "") and row["repairs"], row
-        assert 0.0 <= row["score"] <= 10.0, row
+        assert 0.0 <= row["score"] <= 10.0 and not re.match(r"\s*(\d+)[ \t]*(?:\n|$)", raw), row
     else:
         assert outcome == "failed" and row["score"] == 5.0, row
 

@@ -75,16 +75,13 @@ def is_candidates_input(run_path: Path) -> bool:
     return False
 
 
-def load_inputs(run_path: str | Path, docs: str | None, topics: str | None, depth: int, exclusions=None
-                ) -> tuple[Run, dict[str, str], dict[str, str]]:
-    """(run, {docid: text} for the top ``depth`` of every query, {qid: query text}). ``exclusions``
-    (``rankk_cli.exclude.Exclusions``): pairs dropped from the run first, so the top ``depth`` and every window
-    hold only allowed documents; the run's ``meta["excluded"]`` then says how many were dropped."""
+def read_input_run(run_path: Path, exclusions=None) -> tuple[Run, dict[str, str]]:
+    """The rerank input as reranked: (run, {docid: text} the input carries -- empty for a plain run) of a TREC/
+    Parquet/JSON run or a candidates file (JSONL with text, RankLLM requests), ``exclusions`` applied; the run's
+    ``meta["excluded"]`` says how many pairs were dropped. Also what a sweep evaluates as its first stage."""
     from rankk_cli import docs as docs_mod
     from rankk_cli.runs import read_run
-    from rankk_cli.sources import load_topics
 
-    run_path = Path(run_path)
     texts: dict[str, str] = {}
     if is_candidates_input(run_path):
         run, texts = docs_mod.read_candidates(run_path)
@@ -96,6 +93,19 @@ def load_inputs(run_path: str | Path, docs: str | None, topics: str | None, dept
             raise RankkError(f"--exclude {exclusions.source}: expected documents left to rerank, found every "
                              f"(qid, docid) pair of {run_path} excluded")
         run.meta["excluded"] = {"pairs": dropped.pairs, "queries": dropped.queries}
+    return run, texts
+
+
+def load_inputs(run_path: str | Path, docs: str | None, topics: str | None, depth: int, exclusions=None
+                ) -> tuple[Run, dict[str, str], dict[str, str]]:
+    """(run, {docid: text} for the top ``depth`` of every query, {qid: query text}). ``exclusions``
+    (``rankk_cli.exclude.Exclusions``): pairs dropped from the run first, so the top ``depth`` and every window
+    hold only allowed documents; the run's ``meta["excluded"]`` then says how many were dropped."""
+    from rankk_cli import docs as docs_mod
+    from rankk_cli.sources import load_topics
+
+    run_path = Path(run_path)
+    run, texts = read_input_run(run_path, exclusions)
     carried = run.meta.get("rankllm", {}).get("queries")  # a RankLLM request file holds its query texts
     if topics is None and carried is None:
         raise RankkError("--topics: expected a topics file or ir_datasets id (runs carry no query text), found none")

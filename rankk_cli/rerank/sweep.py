@@ -183,15 +183,10 @@ def _lazy_engine(spec):
 
 def _first_stage(opts: dict):
     """The input run as the sweep reranked it (exclusions applied), for the first-stage measures."""
-    from rankk_cli import docs as docs_mod
     from rankk_cli.exclude import load_exclusions
-    from rankk_cli.rerank.pipeline import is_candidates_input
-    from rankk_cli.runs import read_run
+    from rankk_cli.rerank.pipeline import read_input_run
 
-    path = Path(opts["run"])
-    run = docs_mod.read_candidates(path)[0] if is_candidates_input(path) else read_run(path)
-    exclusions = load_exclusions(opts.get("exclude"))
-    return exclusions.apply(run)[0] if exclusions is not None else run
+    return read_input_run(Path(opts["run"]), load_exclusions(opts.get("exclude")))[0]
 
 
 def _entry(system, method, model, opts, summaries, source, parsed, folder: Path) -> dict:

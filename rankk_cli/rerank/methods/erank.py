@@ -26,7 +26,9 @@ parsed integer (said in the record's ``note``). The distribution read is stored 
 (JSON {integer: logprob}); the reasoning (text before ``</think>``) as ``reasoning``, like rank1.
 
 Outcomes: ``ok`` -- the reasoning call stopped on ``<answer>`` after a closed ``</think>`` and the answer call
-wrote an integer 0..10. Otherwise the answer is FORCED: the reasoning so far + ``"\\n</think>\\n<answer>"``
+wrote an integer 0..10. ``repaired`` -- no ``<answer>``, but the reply's first line is an integer 0..10 alone
+(the answer, out of format: SmolLM2 writes ``0`` and a sentence): that integer is the score, the record's
+``repairs`` says so. Otherwise the answer is FORCED: the reasoning so far + ``"\\n</think>\\n<answer>"``
 (or, when the reasoning did close, the text up to ``<answer>``), one token restricted to the score tokens
 (``Request.allowed``) with their log-probabilities: outcome ``forced``, the score its expected value (a
 one-token forced answer cannot tell 1 from 10 under a digit-splitting tokenizer: ``1`` counts as 1). An engine
@@ -42,7 +44,7 @@ from typing import Generator
 
 from rankk_cli.rerank.engines.base import Completion, Request
 from rankk_cli.rerank.methods import rank1
-from rankk_cli.rerank.methods.base import FAILED, FORCED, Call, Candidate, Method, Option, QueryResult
+from rankk_cli.rerank.methods.base import FAILED, FORCED, REPAIRED, Call, Candidate, Method, Option, QueryResult
 from rankk_cli.rerank.records import new_record
 from rankk_cli.rerank.text import THINK_END
 
@@ -80,6 +82,19 @@ def render(query: str, document: str, instruction: str = INSTRUCTION) -> str:
 def written_score(text: str) -> int | None:
     """The integer the answer call wrote (leading, after optional whitespace) when it is 0..10, else None."""
     m = _LEADING_INT.match(text)
+    if not m:
+        return None
+    value = int(m.group(1))
+    return value if 0 <= value <= 10 else None
+
+
+_BARE_LINE = re.compile(r"\s*(\d{1,2})[ \t]*(?:\n|\Z)")
+
+
+def bare_score(text: str) -> int | None:
+    """The integer 0..10 a reply wrote ALONE on its first line, without ``<think>`` or ``<answer>`` (SmolLM2 on
+    ERank's prompt: ``"0\n\nThe document is not related..."``), else None: the answer is there, out of format."""
+    m = _BARE_LINE.match(text)
     if not m:
         return None
     value = int(m.group(1))
@@ -174,6 +189,12 @@ class ERank(Method):
                 req = Request(messages=(user[pos], ("assistant", comp.text + ANSWER_OPEN)), continue_final=True,
                               max_tokens=3, temperature=0.0, logprobs=self.logprobs)
                 answer_calls.append((pos, Call(req, meta(pos))))
+            elif (bare := bare_score(comp.text)) is not None:
+                # the answer is there, out of format: read it, and say so (no score-token log-probabilities)
+                rec["outcome"], rec["parsed"] = REPAIRED, [bare]
+                rec["repairs"] = (f"no '<answer>' tag: the reply's first line is the bare integer {bare}, read as "
+                                  f"the answer; score {bare} (no score-token log-probabilities for it)")
+                scores[cand.docid] = float(bare)
             else:
                 forced.append((pos, unanswered_why(comp), comp.text.split(THINK_END)[0].rstrip() + "\n"
                                + THINK_END + "\n" + ANSWER_OPEN))
