@@ -8,6 +8,7 @@ import unicodedata
 
 THINK_END = "</think>"
 _BRACKETED_NUMBER = re.compile(r"\[(\d+)\]")
+_UNICODE_DIGIT = re.compile(r"(?![0-9])\d")  # a str pattern's \d is any Unicode decimal digit (category Nd)
 
 
 def replace_number(text: str) -> str:
@@ -20,13 +21,7 @@ def to_ascii_digits(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     if text.isascii():
         return text
-    out = []
-    for ch in text:
-        if not ch.isascii() and unicodedata.category(ch) == "Nd":
-            out.append(str(unicodedata.decimal(ch)))
-        else:
-            out.append(ch)
-    return "".join(out)
+    return _UNICODE_DIGIT.sub(lambda m: str(unicodedata.decimal(m.group())), text)
 
 
 def split_reasoning(text: str) -> tuple[str, str, bool]:

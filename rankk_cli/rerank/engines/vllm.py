@@ -331,6 +331,8 @@ class VLLMEngine(Engine):
         from vllm.sampling_params import RequestOutputKind
 
         c = self._cont()
+        if not c["pending"]:
+            return
         kinds = {self._group(p) for _ids, p in c["running"].values()}
         while c["pending"]:
             t, ids, params = c["pending"][0]
