@@ -19,6 +19,7 @@ What is changed at run time, and why (each said by the benchmark that uses it):
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import types
@@ -53,6 +54,12 @@ def load():
     except Exception as exc:  # noqa: BLE001 - any import failure is reported in one line by the caller
         raise RuntimeError(f"import rank_llm failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}") \
             from exc
+    # rank_llm.rerank's import runs logging.basicConfig(level=INFO): every later INFO line of the process (its
+    # own per-batch lines, httpx's one per HTTP request of the server rows) would flood the benchmark's output
+    import logging
+
+    logging.getLogger().setLevel(logging.WARNING)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # its "Processing batches" bars
     found = version("rank-llm")
     if found != VERSION:
         raise RuntimeError(f"expected rank-llm {VERSION} in {TARGET}, found {found}")
