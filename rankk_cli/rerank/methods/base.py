@@ -187,6 +187,13 @@ class Method(ABC):
         """Yield lists of calls, receive their completions, return the QueryResult."""
 
 
+def scores_below(scores: dict[str, float], docids: list[str]) -> dict[str, float]:
+    """Scores for ``docids`` -- documents left unscored, in first-stage order -- below every score in ``scores``:
+    the lowest minus 1, 2, ... (from 0 when nothing was scored), so they rank last and keep their order."""
+    low = min(scores.values(), default=0.0)
+    return {d: low - 1.0 - j for j, d in enumerate(docids)}
+
+
 def answered(result: QueryResult) -> Generator[list[Call], list[Completion], QueryResult]:
     """The generator of a method that needs no engine call for a query (oracle): it asks nothing and returns
     ``result`` at once, so the scheduler drives it like any other."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Generator
 
 from rankk_cli.rerank.engines.base import Completion, Request
-from rankk_cli.rerank.methods.base import FAILED, Call, Candidate, Method, QueryResult
+from rankk_cli.rerank.methods.base import FAILED, Call, Candidate, Method, QueryResult, scores_below
 from rankk_cli.rerank.records import new_record
 
 
@@ -53,9 +53,9 @@ class CrossEncoder(Method):
             rec["score"] = scores[cand.docid] = float(comp.embedding[0])
             if comp.cut_off:
                 rec["note"] = f"pair cut at the model's context ({comp.input_tokens} tokens)"
-        low = min(scores.values(), default=0.0)
-        for j, rec in enumerate(missing):
-            rec["score"] = scores[rec["docids"][0]] = low - 1.0 - j
+        below = scores_below(scores, [rec["docids"][0] for rec in missing])
+        for rec in missing:
+            rec["score"] = scores[rec["docids"][0]] = below[rec["docids"][0]]
         position = {c.docid: k for k, c in enumerate(candidates)}
         order = sorted(scores, key=lambda d: (-scores[d], position[d]))
         return QueryResult(order, scores, records)

@@ -17,7 +17,7 @@ from typing import Generator
 
 from rankk_cli.errors import RankkError
 from rankk_cli.rerank.engines.base import Completion, Request
-from rankk_cli.rerank.methods.base import FAILED, OK, REPAIRED, Call, Candidate, Method, QueryResult
+from rankk_cli.rerank.methods.base import FAILED, OK, REPAIRED, Call, Candidate, Method, QueryResult, scores_below
 
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
@@ -99,10 +99,9 @@ class Embed(Method):
         order = [d for _s, _p, d in scored]
         scores = {d: s for s, _p, d in scored}
         if missing:
-            low = min(scores.values()) if scores else 0.0
-            for j, (_pos, docid, _err) in enumerate(missing):
-                order.append(docid)
-                scores[docid] = low - 1.0 - j
+            below = scores_below(scores, [docid for _pos, docid, _err in missing])
+            order += below
+            scores.update(below)
             notes.append(f"{len(missing)} passage embedding(s) failed ({missing[0][2]}); "
                          "placed below the embedded ones in first-stage order")
         if notes:

@@ -41,7 +41,7 @@ from typing import Generator
 
 from rankk_cli.rerank.engines.base import Completion, Request
 from rankk_cli.rerank.methods.base import (FAILED, FORCED, OK, REPAIRED, Call, Candidate, Method, Option,
-                                           QueryResult)
+                                           QueryResult, scores_below)
 from rankk_cli.rerank.records import new_record
 
 SYSTEM = (
@@ -177,11 +177,7 @@ def merge(candidates: list[Candidate], shown: list[tuple[list[str], dict[int, fl
     mean = {d: sum(v) / len(v) / 10.0 for d, v in sums.items()}  # /10 last: equal means compare equal
     order = sorted(mean, key=lambda d: (-mean[d], position[d]))
     unscored = [c.docid for c in candidates if c.docid not in mean]
-    low = min(mean.values(), default=0.0)
-    scores = dict(mean)
-    for j, d in enumerate(unscored):
-        scores[d] = low - 1.0 - j
-    return order + unscored, scores
+    return order + unscored, {**mean, **scores_below(mean, unscored)}
 
 
 def group_slices(n: int, size: int, interval: int) -> list[tuple[int, int]]:
