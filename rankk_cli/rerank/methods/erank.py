@@ -79,26 +79,24 @@ def render(query: str, document: str, instruction: str = INSTRUCTION) -> str:
             .replace("{document}", document, 1))
 
 
+_BARE_LINE = re.compile(r"\s*(\d{1,2})[ \t]*(?:\n|\Z)")
+
+
+def _score_of(pattern: re.Pattern, text: str) -> int | None:
+    m = pattern.match(text)
+    value = int(m.group(1)) if m else None
+    return value if value is not None and 0 <= value <= 10 else None
+
+
 def written_score(text: str) -> int | None:
     """The integer the answer call wrote (leading, after optional whitespace) when it is 0..10, else None."""
-    m = _LEADING_INT.match(text)
-    if not m:
-        return None
-    value = int(m.group(1))
-    return value if 0 <= value <= 10 else None
-
-
-_BARE_LINE = re.compile(r"\s*(\d{1,2})[ \t]*(?:\n|\Z)")
+    return _score_of(_LEADING_INT, text)
 
 
 def bare_score(text: str) -> int | None:
     """The integer 0..10 a reply wrote ALONE on its first line, without ``<think>`` or ``<answer>`` (SmolLM2 on
     ERank's prompt: ``"0\n\nThe document is not related..."``), else None: the answer is there, out of format."""
-    m = _BARE_LINE.match(text)
-    if not m:
-        return None
-    value = int(m.group(1))
-    return value if 0 <= value <= 10 else None
+    return _score_of(_BARE_LINE, text)
 
 
 def score_logprobs(logprobs: list[dict[str, float]] | None, written: int | None = None) -> dict[int, float]:
