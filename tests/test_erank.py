@@ -134,6 +134,20 @@ def test_real_smollm2_bare_integer_is_a_repaired_answer_no_forced_call():
         0, 7, 10, None, None, None, None, None]
 
 
+def test_a_bare_first_line_before_an_early_answer_tag_is_not_read_as_the_answer():
+    """A reply that stopped on '<answer>' (before closing '</think>') meant its answer to come there: its leading
+    integer line is not taken as the answer; the pair is forced, as before the bare-integer rule."""
+    def replies(calls, step):
+        if step == 1:
+            return [reply("7\nthe passage mentions fleas", "<answer>")]
+        return [Completion("3", "length", logprobs=[{"3": 0.0}])]
+
+    res, steps = drive(ERank(RerankConfig()), cands(1), replies)
+    (rec,) = res.records
+    assert [len(s) for s in steps] == [1, 1]
+    assert rec["outcome"] == FORCED and "before closing '</think>'" in rec["repairs"] and res.scores["d0"] == 3.0
+
+
 def test_real_smollm2_prose_without_answer_is_forced_and_scored_by_expected_value():
     prose = SMOLLM2_REPLY.split("\n\n", 1)[1]  # the same reply without its bare "0" line
 

@@ -187,8 +187,9 @@ class ERank(Method):
                 req = Request(messages=(user[pos], ("assistant", comp.text + ANSWER_OPEN)), continue_final=True,
                               max_tokens=3, temperature=0.0, logprobs=self.logprobs)
                 answer_calls.append((pos, Call(req, meta(pos))))
-            elif (bare := bare_score(comp.text)) is not None:
-                # the answer is there, out of format: read it, and say so (no score-token log-probabilities)
+            elif comp.stop_reason != ANSWER_OPEN and (bare := bare_score(comp.text)) is not None:
+                # the answer is there, out of format: read it, and say so (no score-token log-probabilities); a
+                # reply that went on to write '<answer>' meant its answer to come there, not in a first line
                 rec["outcome"], rec["parsed"] = REPAIRED, [bare]
                 rec["repairs"] = (f"no '<answer>' tag: the reply's first line is the bare integer {bare}, read as "
                                   f"the answer; score {bare} (no score-token log-probabilities for it)")
