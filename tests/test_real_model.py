@@ -166,7 +166,9 @@ def check_erank(row: dict) -> None:
         assert f"bare integer {m.group(1)}" in row["repairs"], row
     elif outcome == "forced":
         assert re.fullmatch(r"\s*(\d+)\s*", row["forced_raw"] or "") and row["repairs"], row
-        assert 0.0 <= row["score"] <= 10.0 and not re.match(r"\s*(\d+)[ \t]*(?:\n|$)", raw), row
+        assert 0.0 <= row["score"] <= 10.0, row
+        # a bare first-line integer is forced only when the reply went on to write '<answer>' (its answer's place)
+        assert not re.match(r"\s*(\d+)[ \t]*(?:\n|$)", raw) or "before closing '</think>'" in row["repairs"], row
     else:
         assert outcome == "failed" and row["score"] == 5.0, row
 
