@@ -108,6 +108,7 @@ def test_prefix_key_drops_only_the_budget_and_never_serves_unseeded_sampling():
     assert seeded is not None and seeded != r.prefix_key("vllm", "m", Sampling(temperature=0.7, seed=2))
     assert Request(prompt="p", temperature=0.5).prefix_key("vllm", "m", greedy) is None
     assert Request(embed="t").prefix_key("vllm", "m", greedy) is None
+    assert Request(pair=("q", "p")).prefix_key("vllm", "m", greedy) is None  # nothing generated: no budget
     assert r.budget(greedy) == 100 and Request(prompt="p", max_tokens=5).budget(greedy) == 5
 
 

@@ -105,9 +105,10 @@ class Request:
         """The derivation key (``rankk_cli.rerank.derive``): hash of everything of ``key`` EXCEPT the token budget
         (the request's and the run's ``max_tokens``, replaced by nothing), so completions of one prompt under
         different budgets share it. None where a completion at one budget does not determine the answer at a
-        smaller one: sampling without a seed (temperature > 0, no --seed) and embedding requests."""
+        smaller one: sampling without a seed (temperature > 0, no --seed), embedding and pair-scoring requests
+        (nothing generated: no budget to derive under)."""
         temperature = self.temperature if self.temperature is not None else sampling.temperature
-        if self.embed is not None or (temperature > 0 and sampling.seed is None):
+        if self.embed is not None or self.pair is not None or (temperature > 0 and sampling.seed is None):
             return None
         s = {k: v for k, v in asdict(sampling).items() if k != "max_tokens"}
         r = {k: v for k, v in self.to_json().items() if k != "max_tokens"}
