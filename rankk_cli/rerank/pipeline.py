@@ -440,12 +440,7 @@ def _with_engine(spec: RerankSpec, run_table, texts, queries, engine_obj: Engine
 
             engine_obj = NoEngine(model or "none", sampling, EngineOptions())
         if engine_obj is None:
-            from rankk_cli.rerank.engines.base import LazyEngine
-
-            cls, options = spec.engine_cls, spec.engine_options
-            cls.precheck(str(model), options)  # e.g. a --model directory that does not exist
-            engine_obj = built = LazyEngine(lambda: cls(model, sampling, options), cls.name, str(model), sampling,
-                                            options)
+            engine_obj = built = spec.lazy_engine()
         saved_sampling = engine_obj.sampling
         engine_obj.sampling = sampling  # an injected engine generates with this run's sampling (restored below)
         from rankk_cli.rerank.cache import CallCache

@@ -125,6 +125,15 @@ class RerankSpec:
     def needs_engine(self) -> bool:
         return self.method.needs_engine
 
+    def lazy_engine(self):
+        """The spec's engine, built on its first call (a run answered from the call cache loads no model); the
+        engine's cheap checks (e.g. a --model directory that does not exist) run now."""
+        from rankk_cli.rerank.engines.base import LazyEngine
+
+        cls, model, sampling, options = self.engine_cls, self.model, self.sampling, self.engine_options
+        cls.precheck(str(model), options)
+        return LazyEngine(lambda: cls(model, sampling, options), cls.name, str(model), sampling, options)
+
     @classmethod
     def build(cls, *, run: Path, output: Path | None, method: str, model: str | None = None,
               engine: str = "vllm", depth: int = 100, window: int | None = None, stride: int | None = None,

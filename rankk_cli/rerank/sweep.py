@@ -140,9 +140,9 @@ def sweep_command(*, budgets: list[int], measures=(), output: Path | None, metho
                          "is never derived, every budget is generated in full (give --seed N, or --temperature "
                          "0)\n")
     system = system_name(method, model)
-    built = opts.get("engine_obj") is None
-    if built:
-        opts["engine_obj"] = _lazy_engine(spec)
+    built = injected is None
+    if built:  # ONE engine for every budget, from the spec of the largest
+        opts["engine_obj"] = spec.lazy_engine()
     order = sorted(budgets, reverse=True)
     summaries = {}
     try:
@@ -166,15 +166,6 @@ def sweep_command(*, budgets: list[int], measures=(), output: Path | None, metho
         sys.stdout.write(render_table({system: entry}))
     sys.stdout.flush()
     return {"folder": str(folder), "systems": systems}
-
-
-def _lazy_engine(spec):
-    """ONE engine for every budget, built on first use, from the spec of the largest budget."""
-    from rankk_cli.rerank.engines.base import LazyEngine
-
-    cls, model, sampling, options = spec.engine_cls, spec.model, spec.sampling, spec.engine_options
-    cls.precheck(str(model), options)
-    return LazyEngine(lambda: cls(model, sampling, options), cls.name, str(model), sampling, options)
 
 
 # ----------------------------------------------------------------------------------------------------------
