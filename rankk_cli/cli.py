@@ -41,8 +41,6 @@ EXCLUDE_HELP = ("(qid, docid) pairs dropped from every run before scoring (BRIGH
 FORMATS_EVAL_ONLY = FORMATS_EVAL + ("trec",)  # trec_eval's own layout: rankk eval only
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------
 # retrieve
 
