@@ -117,6 +117,26 @@ SMOLLM2_CHATTER = ("I'm ready to assist you with your request. Please go ahead a
                    "to compare.")
 
 
+# SmolLM2 on GroupRank's prompt, DL19 query 1037798 group [6, 10] (5 documents, 160 tokens, cut off): the
+# example nested under "1" and "4", then ids past the group's 5. Nothing here scores a document of the group.
+SMOLLM2_NESTED_PARTIAL = ('```json\n{\n    "1": {\n        "2": 3, "3": 8\n    },\n    "4": {\n        "5": 8,\n'
+                          '        "6": 8\n    },\n    "7": 8,\n    "8": 8,\n    "9": 8,\n    "10": 8,\n    "11": 8,'
+                          '\n    "12": 8,\n    "13": 8,\n    "14": 8,\n    "15": 8,\n    "16": 8,\n    "17": 8,\n'
+                          '    "18": 8,\n    "19": 8,\n    "20": 8,\n    "21": 8,')
+
+
+def test_pairs_inside_nested_objects_are_not_scores():
+    real = parse_scores(SMOLLM2_NESTED_PARTIAL, 5)
+    assert real.scores == {} and not real.copied
+    assert "4 pair(s) inside nested objects not read as scores" in real.repairs
+    mixed = parse_scores('<answer>```json\n{"[1]": 4, "x": {"[2]": 9}, "[3]": 7,', 3)  # cut: not valid JSON
+    assert mixed.scores == {1: 4, 3: 7} and "1 pair(s) inside nested objects not read as scores" in mixed.repairs
+    assert any("2 unscored" in r for r in mixed.repairs)
+    # JSON that loads was already read at its own level: a nested object is no score
+    loaded = parse_scores('<answer>{"[1]": 4, "[2]": {"[3]": 9}}</answer>', 3)
+    assert loaded.scores == {1: 4}
+
+
 def test_real_smollm2_copies_of_the_prompts_example_are_no_answer():
     first = parse_scores(SMOLLM2_EXAMPLE_FIRST, 3)  # last block {"1": {"2": {...}}}: no number; the first is 5,3,8
     assert first.scores == {} and first.copied

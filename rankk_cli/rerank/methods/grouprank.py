@@ -21,7 +21,8 @@ scored one (Diver scores a failed group's documents 0).
 
 Parsing (``parse_scores``): the ``<answer>`` span (else the whole reply), the last ```` ```json ```` block in it
 (else the last ``{...}``), read as JSON; keys ``"[n]"``, ``"n"`` or ``n``; values numbers. Repairs, each stated:
-JSON that does not load is read leniently as ``"[n]": v`` pairs; ids outside 1..n dropped; repeated ids keep
+JSON that does not load is read leniently as ``"[n]": v`` pairs at the answer object's own level (pairs inside
+nested objects are not scores, as for JSON that loads); ids outside 1..n dropped; repeated ids keep
 the first score; values outside 0..10 clipped; ids left unscored get no score from this group; the last
 ```` ```json ```` block that loads as an object holding numbers is read when the very last does not. Scores that only repeat the prompt's own
 example (``"[1]": 5, "[2]": 3, "[3]": 8``, or part of it) are no answer: SmolLM2 copies the example verbatim
@@ -103,6 +104,29 @@ def _key_id(key) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _outer_level(text: str) -> str:
+    """``text`` without what lies inside nested braces (depth >= 2): the top level of the answer object."""
+    out, depth = [], 0
+    for ch in text:
+        if ch == "{":
+            depth += 1
+        if depth <= 1:
+            out.append(ch)
+        if ch == "}":
+            depth = max(0, depth - 1)
+    return "".join(out)
+
+
+def _only_example(pairs: list[tuple[str, str]], n: int) -> bool:
+    """The ids 1..n these pairs score (first score per id) are only the prompt's example answer."""
+    seen: dict[int, float] = {}
+    for key, value in pairs:
+        i = _key_id(key)
+        if i is not None and 1 <= i <= n and i not in seen:
+            seen[i] = float(value)
+    return bool(seen) and all(EXAMPLE.get(i) == v for i, v in seen.items())
+
+
 def parse_scores(text: str, n: int) -> GroupScores:
     """The group's scores from a reply (see the module docstring for the rules and repairs)."""
     out = GroupScores()
@@ -122,7 +146,14 @@ def parse_scores(text: str, n: int) -> GroupScores:
                 out.repairs.append("last JSON block holds no scores: an earlier one read")
             break
     else:
-        pairs = _PAIR.findall(blocks[-1])
+        # read leniently at the answer object's own level, as json.loads would: a pair inside a nested object
+        # is not a document's score (SmolLM2 nests the example: {"1": {"2": 3, "3": 8}, "4": {...}})
+        everything = _PAIR.findall(blocks[-1])
+        pairs = _PAIR.findall(_outer_level(blocks[-1]))
+        if len(pairs) < len(everything) and _only_example(everything, n):
+            pairs = everything  # the example copied, nested: named as such below
+        elif len(pairs) < len(everything):
+            out.repairs.append(f"{len(everything) - len(pairs)} pair(s) inside nested objects not read as scores")
         if pairs:
             out.repairs.append("answer is not valid JSON: read as \"[n]\": score pairs")
     dropped, repeated, clipped, non_int = [], [], [], []
